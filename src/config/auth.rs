@@ -1,0 +1,62 @@
+//! `[auth]`: which SOCKS5 method the server requires, and its users.
+
+use std::fmt;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub socks_method: SocksMethod,
+    pub users: Vec<UserEntry>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SocksMethod {
+    /// No authentication (method 0x00). SOCKS4 clients are accepted.
+    #[default]
+    None,
+    /// RFC 1929 username/password (method 0x02). SOCKS4, which cannot carry a
+    /// password, is refused.
+    Userpass,
+}
+
+/// One `[[auth.users]]` entry: exactly one of `password` and `password_hash`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserEntry {
+    pub username: String,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// An argon2 PHC string, as printed by `rustsocks hash-password`.
+    #[serde(default)]
+    pub password_hash: Option<Secret>,
+}
+
+/// A string that must never reach a log: `Debug` and `Display` print `***`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}

@@ -1,0 +1,89 @@
+//! Typed configuration: the TOML file, its defaults, and validation.
+//!
+//! Every key has a default, so an empty file (or none) is a working configuration.
+//! Unknown keys are errors: a typo must never fall back silently to a default.
+//! Loading runs in three steps, each with its own failure: read the file, parse it
+//! into these structs (toml names the line and key), then `validate` the values
+//! together (every problem is collected and names its dotted key).
+
+mod auth;
+mod logging;
+mod server;
+mod validate;
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+pub use auth::{AuthConfig, Secret, SocksMethod, UserEntry};
+pub use logging::{LogFormat, LogLevel, LoggingConfig};
+pub use server::{PoolSection, ServerConfig};
+pub use validate::Problem;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub auth: AuthConfig,
+    pub logging: LoggingConfig,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid configuration:\n{}", format_problems(.0))]
+    Invalid(Vec<Problem>),
+}
+
+fn format_problems(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  - {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Config {
+    /// Reads and parses a file without validating it, so that overrides (such as
+    /// `--bind`) can be applied before `validate`.
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml(&text).map_err(|message| ConfigError::Parse {
+            path: path.to_owned(),
+            message,
+        })
+    }
+
+    /// Parses TOML text; the error is toml's message, which quotes the line and key.
+    pub fn from_toml(text: &str) -> Result<Self, String> {
+        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+    }
+
+    /// Checks values that the types alone cannot, returning every problem at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let problems = validate::problems(self);
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(problems))
+        }
+    }
+
+    /// Things that are allowed but worth telling the operator at start-up.
+    pub fn warnings(&self) -> Vec<String> {
+        validate::warnings(self)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,82 @@
+//! `[server]`: the SOCKS listener, its limits and timeouts.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    pub bind_address: IpAddr,
+    /// 0 asks the OS for a free port (tests use this).
+    pub bind_port: u16,
+    /// Open client connections, handshakes included. At the limit the listener stops
+    /// accepting until one closes.
+    pub max_connections: usize,
+    /// Bound on everything before the relay starts: greeting, auth, request.
+    pub handshake_timeout_ms: u64,
+    /// Close a tunnel after this long with no byte in either direction; 0 = never.
+    pub relay_idle_timeout_secs: u64,
+    /// On SIGINT/SIGTERM, how long open tunnels may go on before they are closed.
+    pub shutdown_grace_secs: u64,
+    /// Permit a non-loopback bind with no authentication (an open proxy).
+    pub allow_open_proxy: bool,
+    pub pool: PoolSection,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            bind_port: 1080,
+            max_connections: 10_000,
+            handshake_timeout_ms: 10_000,
+            relay_idle_timeout_secs: 0,
+            shutdown_grace_secs: 10,
+            allow_open_proxy: false,
+            pool: PoolSection::default(),
+        }
+    }
+}
+
+impl ServerConfig {
+    pub fn bind(&self) -> SocketAddr {
+        SocketAddr::new(self.bind_address, self.bind_port)
+    }
+
+    pub fn handshake_timeout(&self) -> Duration {
+        Duration::from_millis(self.handshake_timeout_ms)
+    }
+
+    pub fn relay_idle_timeout(&self) -> Option<Duration> {
+        (self.relay_idle_timeout_secs > 0)
+            .then(|| Duration::from_secs(self.relay_idle_timeout_secs))
+    }
+
+    pub fn shutdown_grace(&self) -> Duration {
+        Duration::from_secs(self.shutdown_grace_secs)
+    }
+}
+
+/// `[server.pool]`: upstream connections. `connect_timeout_ms` bounds every upstream
+/// dial, pooled or not.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PoolSection {
+    pub connect_timeout_ms: u64,
+}
+
+impl Default for PoolSection {
+    fn default() -> Self {
+        Self {
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+impl PoolSection {
+    pub fn connect_timeout(&self) -> Duration {
+        Duration::from_millis(self.connect_timeout_ms)
+    }
+}

@@ -1,0 +1,128 @@
+use super::*;
+
+fn invalid_keys(text: &str) -> Vec<String> {
+    let config = Config::from_toml(text).expect("parses");
+    match config.validate() {
+        Err(ConfigError::Invalid(problems)) => problems.into_iter().map(|p| p.key).collect(),
+        other => panic!("expected problems, got {other:?}"),
+    }
+}
+
+#[test]
+fn empty_file_is_the_documented_default() {
+    let config = Config::from_toml("").unwrap();
+    config.validate().unwrap();
+    assert_eq!(config.server.bind().to_string(), "127.0.0.1:1080");
+    assert_eq!(config.server.max_connections, 10_000);
+    assert_eq!(config.server.handshake_timeout_ms, 10_000);
+    assert_eq!(config.server.relay_idle_timeout(), None);
+    assert_eq!(config.server.shutdown_grace_secs, 10);
+    assert_eq!(config.server.pool.connect_timeout_ms, 5_000);
+    assert_eq!(config.auth.socks_method, SocksMethod::None);
+    assert_eq!(config.logging.level, LogLevel::Info);
+}
+
+#[test]
+fn example_config_in_repo_is_valid() {
+    let text = include_str!("../../config/rustsocks.toml");
+    let config = Config::from_toml(text).unwrap();
+    config.validate().unwrap();
+}
+
+#[test]
+fn unknown_key_is_an_error_naming_it() {
+    let err = Config::from_toml("[server]\nbind_prot = 1081\n").unwrap_err();
+    assert!(err.contains("bind_prot"), "{err}");
+    assert!(err.contains("line 2"), "{err}");
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let err = Config::from_toml("[server]\nbind_port = \"ten\"\n").unwrap_err();
+    assert!(err.contains("bind_port"), "{err}");
+    let err = Config::from_toml("[logging]\nlevel = \"loud\"\n").unwrap_err();
+    assert!(err.contains("loud") && err.contains("level"), "{err}");
+}
+
+#[test]
+fn zero_limits_are_rejected_together() {
+    let keys = invalid_keys(
+        "[server]\nmax_connections = 0\nhandshake_timeout_ms = 0\n[server.pool]\nconnect_timeout_ms = 0\n",
+    );
+    assert_eq!(
+        keys,
+        [
+            "server.max_connections",
+            "server.handshake_timeout_ms",
+            "server.pool.connect_timeout_ms"
+        ]
+    );
+}
+
+#[test]
+fn open_proxy_is_refused_unless_allowed() {
+    let keys = invalid_keys("[server]\nbind_address = \"0.0.0.0\"\n");
+    assert_eq!(keys, ["server.bind_address"]);
+    let text = "[server]\nbind_address = \"0.0.0.0\"\nallow_open_proxy = true\n";
+    let config = Config::from_toml(text).unwrap();
+    config.validate().unwrap();
+    assert!(config.warnings().iter().any(|w| w.contains("open proxy")));
+    let text = "[server]\nbind_address = \"::\"\n[auth]\nsocks_method = \"userpass\"\n\
+                [[auth.users]]\nusername = \"a\"\npassword = \"b\"\n";
+    Config::from_toml(text).unwrap().validate().unwrap();
+}
+
+#[test]
+fn user_entries_are_checked() {
+    let text = r#"
+        [auth]
+        socks_method = "userpass"
+        [[auth.users]]
+        username = ""
+        password = "x"
+        [[auth.users]]
+        username = "bob"
+        [[auth.users]]
+        username = "bob"
+        password_hash = "not-a-hash"
+    "#;
+    let keys = invalid_keys(text);
+    assert_eq!(
+        keys,
+        [
+            "auth.users[0].username",
+            "auth.users[1].password",
+            "auth.users[2].username",
+            "auth.users[2].password_hash"
+        ]
+    );
+    assert_eq!(
+        invalid_keys("[auth]\nsocks_method = \"userpass\"\n"),
+        ["auth.users"]
+    );
+}
+
+#[test]
+fn secrets_do_not_reach_debug_output() {
+    let text = "[[auth.users]]\nusername = \"alice\"\npassword = \"hunter2\"\n";
+    let config = Config::from_toml(text).unwrap();
+    let debug = format!("{config:?}");
+    assert!(
+        debug.contains("alice") && !debug.contains("hunter2"),
+        "{debug}"
+    );
+}
+
+#[test]
+fn problem_message_names_key_value_and_expectation() {
+    let Err(err) = Config::from_toml("[server]\nmax_connections = 0\n")
+        .unwrap()
+        .validate()
+    else {
+        panic!("expected an error");
+    };
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration:\n  - server.max_connections = 0: expected at least 1"
+    );
+}

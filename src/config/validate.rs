@@ -1,0 +1,144 @@
+//! Checks across keys that serde cannot express. Each problem names the dotted key,
+//! the value found and what was expected, so an operator can fix the file without
+//! reading the source.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use super::{Config, SocksMethod};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub key: String,
+    pub value: String,
+    pub expected: String,
+}
+
+impl Problem {
+    fn new(key: impl Into<String>, value: impl fmt::Display, expected: impl Into<String>) -> Self {
+        Self {
+            key: key.into(),
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} = {}: expected {}",
+            self.key, self.value, self.expected
+        )
+    }
+}
+
+pub(super) fn problems(config: &Config) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let s = &config.server;
+    let at_least_one = [
+        ("server.max_connections", s.max_connections as u64),
+        ("server.handshake_timeout_ms", s.handshake_timeout_ms),
+        ("server.pool.connect_timeout_ms", s.pool.connect_timeout_ms),
+    ];
+    for (key, value) in at_least_one {
+        if value == 0 {
+            out.push(Problem::new(key, value, "at least 1"));
+        }
+    }
+    if config.auth.socks_method == SocksMethod::None
+        && !s.bind_address.is_loopback()
+        && !s.allow_open_proxy
+    {
+        out.push(Problem::new(
+            "server.bind_address",
+            format!("\"{}\"", s.bind_address),
+            "a loopback address while auth.socks_method = \"none\": anyone who can reach \
+             this address could use the proxy (an open proxy is abused within hours). \
+             Set auth.socks_method = \"userpass\", or server.allow_open_proxy = true if \
+             the network is trusted",
+        ));
+    }
+    user_problems(config, &mut out);
+    out
+}
+
+fn user_problems(config: &Config, out: &mut Vec<Problem>) {
+    let auth = &config.auth;
+    if auth.socks_method == SocksMethod::Userpass && auth.users.is_empty() {
+        out.push(Problem::new(
+            "auth.users",
+            "[]",
+            "at least one [[auth.users]] entry when auth.socks_method = \"userpass\"",
+        ));
+    }
+    let mut seen = HashSet::new();
+    for (i, user) in auth.users.iter().enumerate() {
+        let key = |field: &str| format!("auth.users[{i}].{field}");
+        let name_len = user.username.len();
+        if !(1..=255).contains(&name_len) {
+            let value = format!("\"{}\"", user.username);
+            out.push(Problem::new(
+                key("username"),
+                value,
+                "1 to 255 bytes (RFC 1929)",
+            ));
+        }
+        if !seen.insert(user.username.as_str()) {
+            let value = format!("\"{}\"", user.username);
+            out.push(Problem::new(
+                key("username"),
+                value,
+                "a name not used by an earlier user",
+            ));
+        }
+        match (&user.password, &user.password_hash) {
+            (Some(_), Some(_)) | (None, None) => out.push(Problem::new(
+                key("password"),
+                if user.password.is_some() {
+                    "set, and password_hash too"
+                } else {
+                    "missing"
+                },
+                "exactly one of password and password_hash",
+            )),
+            (Some(p), None) if !(1..=255).contains(&p.expose().len()) => out.push(Problem::new(
+                key("password"),
+                format!("({} bytes)", p.expose().len()),
+                "1 to 255 bytes (RFC 1929)",
+            )),
+            (None, Some(h)) if !crate::auth::is_argon2_phc(h.expose()) => out.push(Problem::new(
+                key("password_hash"),
+                "(not shown)",
+                "an argon2 PHC string such as \"$argon2id$v=19$...\", as printed by \
+                 `rustsocks hash-password`",
+            )),
+            _ => {}
+        }
+    }
+}
+
+pub(super) fn warnings(config: &Config) -> Vec<String> {
+    let mut out = Vec::new();
+    let auth = &config.auth;
+    if auth.socks_method == SocksMethod::None && !auth.users.is_empty() {
+        out.push(
+            "auth.users is set but auth.socks_method = \"none\": the users are ignored".into(),
+        );
+    }
+    for user in auth.users.iter().filter(|u| u.password.is_some()) {
+        out.push(format!(
+            "user \"{}\" has a plain-text password in the config; prefer password_hash \
+             (rustsocks hash-password)",
+            user.username
+        ));
+    }
+    if config.server.allow_open_proxy && !config.server.bind_address.is_loopback() {
+        out.push(format!(
+            "running as an open proxy on {} (server.allow_open_proxy = true)",
+            config.server.bind_address
+        ));
+    }
+    out
+}

@@ -1,0 +1,16 @@
+//! RustSocks: a SOCKS5 (RFC 1928, RFC 1929) and SOCKS4/4a proxy server.
+//!
+//! A connection flows through the modules in this order:
+//! `server::listener` (accept, limits) → `server::handshake` (greeting, `auth`,
+//! request, decoded by `protocol`) → `pool` (connector: resolve and dial) →
+//! `server::relay` (both directions, half-close, byte counts).
+//! `config` holds the typed configuration every stage is built from.
+
+pub mod auth;
+pub mod config;
+pub mod pool;
+pub mod protocol;
+pub mod server;
+
+pub use config::Config;
+pub use server::{Server, ServerHandle, ShutdownReport, StartError};

@@ -1,0 +1,139 @@
+//! Command-line edge: parses arguments, loads the configuration, sets up logging,
+//! runs the server until SIGINT/SIGTERM. The only place that uses `anyhow`.
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+use rustsocks::config::{Config, LogFormat, LoggingConfig};
+use rustsocks::Server;
+
+#[derive(Parser)]
+#[command(
+    name = "rustsocks",
+    version,
+    about = "SOCKS5 and SOCKS4/4a proxy server"
+)]
+struct Cli {
+    /// TOML configuration file; without it the embedded defaults are used
+    /// (SOCKS on 127.0.0.1:1080, no authentication).
+    #[arg(short, long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Listen on ADDR:PORT instead of server.bind_address/bind_port.
+    #[arg(long, value_name = "ADDR:PORT")]
+    bind: Option<SocketAddr>,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Check a configuration file: prints OK, or every problem and exits non-zero.
+    CheckConfig { file: PathBuf },
+    /// Read a password from standard input and print its argon2id hash, for
+    /// `password_hash` in [[auth.users]].
+    HashPassword,
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Cmd::CheckConfig { file }) => check_config(&file),
+        Some(Cmd::HashPassword) => hash_password(),
+        None => run(cli.config.as_deref(), cli.bind),
+    }
+}
+
+fn load(path: Option<&Path>, bind: Option<SocketAddr>) -> anyhow::Result<Config> {
+    let mut config = match path {
+        Some(p) => Config::from_file(p)?,
+        None => Config::default(),
+    };
+    if let Some(addr) = bind {
+        config.server.bind_address = addr.ip();
+        config.server.bind_port = addr.port();
+    }
+    config.validate()?;
+    Ok(config)
+}
+
+fn check_config(file: &Path) -> anyhow::Result<()> {
+    let config = load(Some(file), None)?;
+    for warning in config.warnings() {
+        println!("warning: {warning}");
+    }
+    println!("OK");
+    Ok(())
+}
+
+fn hash_password() -> anyhow::Result<()> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        eprint!("Password (input is shown): ");
+        std::io::stderr().flush()?;
+    }
+    let mut line = String::new();
+    stdin
+        .lock()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let password = line.strip_suffix('\n').unwrap_or(&line);
+    let password = password.strip_suffix('\r').unwrap_or(password);
+    if password.is_empty() {
+        bail!("empty password: write the password to standard input, e.g. `echo -n secret | rustsocks hash-password`");
+    }
+    if password.len() > 255 {
+        bail!(
+            "password is {} bytes; SOCKS (RFC 1929) carries at most 255",
+            password.len()
+        );
+    }
+    let hash = rustsocks::auth::hash_password(password)
+        .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))?;
+    println!("{hash}");
+    Ok(())
+}
+
+fn run(path: Option<&Path>, bind: Option<SocketAddr>) -> anyhow::Result<()> {
+    let config = load(path, bind)?;
+    init_logging(&config.logging);
+    for warning in config.warnings() {
+        tracing::warn!("{warning}");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(async {
+        let server = Server::start(config).await?;
+        wait_for_signal().await?;
+        tracing::info!("shutting down: no new connections");
+        let report = server.shutdown().await;
+        tracing::info!(forced = report.forced, "stopped");
+        Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+    Ok(())
+}
+
+fn init_logging(config: &LoggingConfig) {
+    let level = tracing::Level::from(config.level);
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_writer(std::io::stderr);
+    match config.format {
+        LogFormat::Pretty => builder.with_ansi(std::io::stderr().is_terminal()).init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

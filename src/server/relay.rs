@@ -1,0 +1,211 @@
+//! Relay stage: copies bytes both ways between client and upstream until both
+//! directions have ended, preserving half-close.
+//!
+//! Receives the two connected sockets (and any bytes the client sent early); counts
+//! bytes per direction in atomics that the session layer can read while the tunnel
+//! runs. An idle tunnel holds no buffer: a direction reads into a stack buffer only
+//! once its socket is readable and writes straight through; only when the receiver
+//! is slower than the sender are the unwritten bytes copied to the heap, and freed as
+//! soon as they are written.
+
+use std::io;
+use std::net::Shutdown;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+
+/// Bytes read from one side per syscall.
+const CHUNK: usize = 32 * 1024;
+
+/// Live byte counts of one tunnel.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub client_to_upstream: AtomicU64,
+    pub upstream_to_client: AtomicU64,
+}
+
+impl Counters {
+    pub fn total(&self) -> u64 {
+        self.client_to_upstream.load(Ordering::Relaxed)
+            + self.upstream_to_client.load(Ordering::Relaxed)
+    }
+}
+
+/// Why a tunnel ended without an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RelayEnd {
+    /// Both sides sent FIN.
+    Completed,
+    /// No byte in either direction for `relay_idle_timeout_secs`.
+    IdleTimeout,
+    /// The server's shutdown grace period ran out.
+    Shutdown,
+}
+
+/// A socket error, with the side it happened on: whose fault it was.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("client side: {0}")]
+    Client(#[source] io::Error),
+    #[error("upstream side: {0}")]
+    Upstream(#[source] io::Error),
+}
+
+#[derive(Clone, Copy)]
+enum Direction {
+    ClientToUpstream,
+    UpstreamToClient,
+}
+
+impl Direction {
+    fn read_error(self, e: io::Error) -> RelayError {
+        match self {
+            Self::ClientToUpstream => RelayError::Client(e),
+            Self::UpstreamToClient => RelayError::Upstream(e),
+        }
+    }
+
+    fn write_error(self, e: io::Error) -> RelayError {
+        match self {
+            Self::ClientToUpstream => RelayError::Upstream(e),
+            Self::UpstreamToClient => RelayError::Client(e),
+        }
+    }
+}
+
+/// Limits and signals of one relay.
+pub struct RelayOptions<'a> {
+    pub idle_timeout: Option<Duration>,
+    /// Cancelled when the server gives up waiting for tunnels at shutdown.
+    pub cancel: &'a CancellationToken,
+}
+
+/// Relays until both directions end, one side fails, the tunnel idles out or the
+/// server shuts down. Both sockets are closed when this returns.
+pub async fn run(
+    client: TcpStream,
+    upstream: TcpStream,
+    early_data: &[u8],
+    counters: &Counters,
+    opts: RelayOptions<'_>,
+) -> Result<RelayEnd, RelayError> {
+    let c2u = Direction::ClientToUpstream;
+    if !early_data.is_empty() {
+        write_all(&upstream, early_data)
+            .await
+            .map_err(|e| c2u.write_error(e))?;
+        counters
+            .client_to_upstream
+            .fetch_add(early_data.len() as u64, Ordering::Relaxed);
+    }
+    let up = pump(&client, &upstream, &counters.client_to_upstream, c2u);
+    let down = pump(
+        &upstream,
+        &client,
+        &counters.upstream_to_client,
+        Direction::UpstreamToClient,
+    );
+    let idle = idle_watchdog(counters, opts.idle_timeout);
+    tokio::pin!(up, down, idle);
+    let (mut up_done, mut down_done) = (false, false);
+    while !(up_done && down_done) {
+        tokio::select! {
+            r = &mut up, if !up_done => { r?; up_done = true; }
+            r = &mut down, if !down_done => { r?; down_done = true; }
+            () = &mut idle => return Ok(RelayEnd::IdleTimeout),
+            () = opts.cancel.cancelled() => return Ok(RelayEnd::Shutdown),
+        }
+    }
+    Ok(RelayEnd::Completed)
+}
+
+/// Copies `src` to `dst` until `src` sends FIN, then shuts down `dst`'s write half so
+/// the far end sees the FIN too, while the other direction goes on.
+async fn pump(
+    src: &TcpStream,
+    dst: &TcpStream,
+    count: &AtomicU64,
+    dir: Direction,
+) -> Result<(), RelayError> {
+    loop {
+        src.readable().await.map_err(|e| dir.read_error(e))?;
+        // The buffer lives only between awaits, so it is not part of the task's
+        // state: a tunnel waiting for data costs no buffer memory.
+        let backlog = {
+            let mut buf = [0u8; CHUNK];
+            match src.try_read(&mut buf) {
+                Ok(0) => {
+                    shutdown_write(dst);
+                    return Ok(());
+                }
+                Ok(n) => {
+                    count.fetch_add(n as u64, Ordering::Relaxed);
+                    write_now(dst, &buf[..n]).map_err(|e| dir.write_error(e))?
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+                Err(e) => return Err(dir.read_error(e)),
+            }
+        };
+        if let Some(rest) = backlog {
+            write_all(dst, &rest)
+                .await
+                .map_err(|e| dir.write_error(e))?;
+        }
+    }
+}
+
+/// Writes as much as the socket takes without waiting; returns what is left.
+fn write_now(dst: &TcpStream, mut data: &[u8]) -> io::Result<Option<Vec<u8>>> {
+    while !data.is_empty() {
+        match dst.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Some(data.to_vec())),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        dst.writable().await?;
+        match dst.try_write(data) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => data = &data[n..],
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+fn shutdown_write(stream: &TcpStream) {
+    // The peer may already be gone (ENOTCONN); the other direction will notice.
+    let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Write);
+}
+
+/// Completes once the byte counters have not moved for `timeout`; never completes
+/// when there is no timeout. It samples the counters a few times per period instead
+/// of stamping every read, so the data path pays nothing for it; the tunnel closes
+/// between `timeout` and `timeout * 1.25` after its last byte.
+async fn idle_watchdog(counters: &Counters, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    let tick = timeout / 4;
+    let mut last_total = counters.total();
+    let mut quiet = Duration::ZERO;
+    while quiet < timeout {
+        tokio::time::sleep(tick).await;
+        let total = counters.total();
+        if total == last_total {
+            quiet += tick;
+        } else {
+            last_total = total;
+            quiet = Duration::ZERO;
+        }
+    }
+}
