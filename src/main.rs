@@ -107,8 +107,11 @@ fn run(path: Option<&Path>, bind: Option<SocketAddr>) -> anyhow::Result<()> {
         .build()
         .context("starting the async runtime")?;
     runtime.block_on(async {
+        // Handlers go in before the listener opens, so a signal that arrives as soon
+        // as the server reports ready is a graceful shutdown, not a kill.
+        let signals = Signals::install()?;
         let server = Server::start(config).await?;
-        wait_for_signal().await?;
+        signals.wait().await;
         tracing::info!("shutting down: no new connections");
         let report = server.shutdown().await;
         tracing::info!(forced = report.forced, "stopped");
@@ -116,15 +119,26 @@ fn run(path: Option<&Path>, bind: Option<SocketAddr>) -> anyhow::Result<()> {
     })
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    let mut int = signal(SignalKind::interrupt()).context("installing the SIGINT handler")?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received"),
-        _ = int.recv() => tracing::info!("SIGINT received"),
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    async fn wait(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => tracing::info!("SIGTERM received"),
+            _ = self.int.recv() => tracing::info!("SIGINT received"),
+        }
+    }
 }
 
 fn init_logging(config: &LoggingConfig) {

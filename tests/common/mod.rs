@@ -1,0 +1,184 @@
+//! Shared helpers for integration tests: run the real `rustsocks` binary on an
+//! ephemeral loopback port, local upstream servers, and a small SOCKS client.
+#![allow(dead_code)] // each test binary uses a different subset
+
+pub mod socks;
+pub mod upstream;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// A temporary directory removed on drop.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new() -> Self {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        let path = std::env::temp_dir().join(format!("rustsocks-test-{}-{n}", std::process::id()));
+        std::fs::create_dir_all(&path).expect("create temp dir");
+        Self(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_rustsocks")
+}
+
+/// A config for tests: port 0 on loopback, JSON debug logs, plus `server_keys`
+/// (lines for `[server]`) and `rest` (further sections).
+pub fn config(server_keys: &str, rest: &str) -> String {
+    format!(
+        "[server]\nbind_address = \"127.0.0.1\"\nbind_port = 0\n{server_keys}\n{rest}\n\
+         [logging]\nlevel = \"debug\"\nformat = \"json\"\n"
+    )
+}
+
+/// The running binary. Killed on drop if still running.
+pub struct Proxy {
+    child: Child,
+    pub addr: SocketAddr,
+    log: Arc<Mutex<Vec<String>>>,
+    _dir: TempDir,
+}
+
+impl Proxy {
+    pub fn start(config_text: &str) -> Self {
+        Self::start_with(config_text, |_| {})
+    }
+
+    /// Starts the binary with `config_text`; `adjust` may change the command (for
+    /// example to run it in another network namespace).
+    pub fn start_with(config_text: &str, adjust: impl FnOnce(&mut Command)) -> Self {
+        let dir = TempDir::new();
+        let path = dir.path().join("rustsocks.toml");
+        std::fs::write(&path, config_text).expect("write config");
+        let mut cmd = Command::new(binary());
+        cmd.arg("--config").arg(&path);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        adjust(&mut cmd);
+        let mut child = cmd.spawn().expect("spawn rustsocks");
+        let stderr = child.stderr.take().expect("stderr piped");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(addr) = ready_address(&line) {
+                    let _ = ready_tx.send(addr);
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = match ready_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "proxy did not become ready; log:\n{}",
+                    log.lock().unwrap().join("\n")
+                );
+            }
+        };
+        Self {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        }
+    }
+
+    /// Everything the proxy logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits (bounded) until the log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if self.log().contains(needle) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        false
+    }
+
+    pub fn signal(&self, sig: libc::c_int) {
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, sig) };
+        assert_eq!(rc, 0, "kill failed");
+    }
+
+    /// Waits up to `limit` for the process to exit.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The SOCKS address from the "listener ready" JSON log line.
+fn ready_address(line: &str) -> Option<SocketAddr> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = v.get("fields")?;
+    if fields.get("message")?.as_str()? != "SOCKS listener ready" {
+        return None;
+    }
+    fields.get("socks")?.as_str()?.parse().ok()
+}
+
+/// Runs the binary with `args` and `stdin`, returning (status, stdout, stderr).
+pub fn run_cli(args: &[&str], stdin: &str) -> (ExitStatus, String, String) {
+    use std::io::Write;
+    let mut child = Command::new(binary())
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn rustsocks");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().expect("wait");
+    let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
+    (out.status, text(out.stdout), text(out.stderr))
+}

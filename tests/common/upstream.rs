@@ -1,0 +1,145 @@
+//! Local upstream servers the proxy connects to in tests.
+//!
+//! They run on a runtime of their own, so a test that blocks its thread (waiting for
+//! the proxy process to exit, say) does not stall the upstream the proxy talks to.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::runtime::Runtime;
+
+fn runtime() -> &'static Runtime {
+    static RT: OnceLock<Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("upstream runtime")
+    })
+}
+
+/// Binds a loopback listener and serves it with `serve` on the upstream runtime.
+fn serve_on<F, Fut>(serve: F) -> SocketAddr
+where
+    F: FnOnce(TcpListener) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    std_listener.set_nonblocking(true).unwrap();
+    let addr = std_listener.local_addr().unwrap();
+    let _guard = runtime().enter();
+    let listener = TcpListener::from_std(std_listener).unwrap();
+    runtime().spawn(serve(listener));
+    addr
+}
+
+/// Echoes every byte back; answers FIN with FIN.
+pub fn echo() -> SocketAddr {
+    serve_on(|listener| async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    })
+}
+
+/// Reads until the client's FIN, then sends back everything it read and closes: a
+/// client sees the answer only if the proxy passed its half-close on.
+pub fn reply_after_eof() -> SocketAddr {
+    serve_on(|listener| async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut data = Vec::new();
+                if s.read_to_end(&mut data).await.is_ok() {
+                    let _ = s.write_all(&data).await;
+                    let _ = s.shutdown().await;
+                }
+            });
+        }
+    })
+}
+
+/// A minimal HTTP/1.1 server answering `GET /file` with `body`, anything else 404.
+pub fn http_file(body: Vec<u8>) -> SocketAddr {
+    let body = Arc::new(body);
+    serve_on(|listener| async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(serve_http(s, Arc::clone(&body)));
+        }
+    })
+}
+
+async fn serve_http(mut s: TcpStream, body: Arc<Vec<u8>>) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > 16 * 1024 {
+            return;
+        }
+    }
+    let found = head.starts_with(b"GET /file ");
+    let (status, payload): (&str, &[u8]) = if found {
+        ("200 OK", &body)
+    } else {
+        ("404 Not Found", b"")
+    };
+    let header = format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\nContent-Type: application/octet-stream\r\nConnection: close\r\n\r\n",
+        payload.len()
+    );
+    let _ = s.write_all(header.as_bytes()).await;
+    let _ = s.write_all(payload).await;
+    let _ = s.shutdown().await;
+}
+
+/// A listener whose accept queue is full, so further connects to it hang until they
+/// time out: an upstream that never answers, on loopback. Keep the returned value
+/// alive for as long as the address is used.
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _filler: std::net::TcpStream,
+}
+
+pub fn blackhole() -> Blackhole {
+    use socket2::{Domain, Socket, Type};
+    let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    listener
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .unwrap();
+    // Linux keeps backlog + 1 connections in the queue; one connection fills it.
+    listener.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap().as_socket().unwrap();
+    let filler = std::net::TcpStream::connect(addr).unwrap();
+    Blackhole {
+        addr,
+        _listener: listener,
+        _filler: filler,
+    }
+}
+
+/// A loopback port with nothing listening on it.
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+/// Sends each client the address it sees the client connect from, then closes.
+pub fn peer_reporter() -> SocketAddr {
+    serve_on(|listener| async move {
+        while let Ok((mut s, peer)) = listener.accept().await {
+            let _ = s.write_all(peer.to_string().as_bytes()).await;
+            let _ = s.shutdown().await;
+        }
+    })
+}

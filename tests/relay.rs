@@ -1,0 +1,93 @@
+//! The relay and connection limits, against the real server.
+
+mod common;
+
+use std::time::Duration;
+
+use common::socks::{self, assert_echo, read_msg, read_until_closed, LIMIT};
+use common::{config, upstream, Proxy};
+use rustsocks::protocol::socks5::{Method, MethodSelection};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[tokio::test]
+async fn half_close_delivers_the_full_answer() {
+    let target = upstream::reply_after_eof();
+    let proxy = Proxy::start(&config("", ""));
+    let mut s = socks::tunnel(proxy.addr, target).await;
+    let request: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    s.write_all(&request).await.unwrap();
+    // The upstream answers only after it sees our FIN.
+    s.shutdown().await.unwrap();
+    let answer = read_until_closed(&mut s).await;
+    assert_eq!(answer.len(), request.len());
+    assert!(answer == request);
+}
+
+#[tokio::test]
+async fn large_transfers_in_both_directions_at_once() {
+    let echo = upstream::echo();
+    let proxy = Proxy::start(&config("", ""));
+    let s = socks::tunnel(proxy.addr, echo).await;
+    let (mut r, mut w) = s.into_split();
+    let data: Vec<u8> = (0..8 << 20)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    let sent = data.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&sent).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), r.read_to_end(&mut back))
+        .await
+        .expect("transfer finished")
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(back.len(), data.len());
+    assert!(back == data);
+}
+
+#[tokio::test]
+async fn idle_tunnel_is_closed_but_a_busy_one_is_not() {
+    let echo = upstream::echo();
+    let proxy = Proxy::start(&config("relay_idle_timeout_secs = 1", ""));
+    let mut busy = socks::tunnel(proxy.addr, echo).await;
+    let mut idle = socks::tunnel(proxy.addr, echo).await;
+    // Traffic every 200 ms for 2.4 s, well past the 1 s idle timeout.
+    for _ in 0..12 {
+        assert_echo(&mut busy, b"ping").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        read_until_closed(&mut idle).await,
+        b"",
+        "idle tunnel was not closed"
+    );
+    assert_echo(&mut busy, b"still open").await;
+}
+
+#[tokio::test]
+async fn at_max_connections_new_clients_wait_for_a_free_slot() {
+    let echo = upstream::echo();
+    let proxy = Proxy::start(&config("max_connections = 2", ""));
+    let mut first = socks::tunnel(proxy.addr, echo).await;
+    let _second = socks::tunnel(proxy.addr, echo).await;
+    // The third connection completes in the kernel backlog but is not accepted: its
+    // greeting gets no answer while both slots are taken.
+    let mut third = socks::connect(proxy.addr).await;
+    third.write_all(&[5, 1, 0]).await.unwrap();
+    let mut byte = [0u8; 1];
+    let early = tokio::time::timeout(Duration::from_millis(500), third.read(&mut byte)).await;
+    assert!(
+        early.is_err(),
+        "a third connection was served at max_connections = 2"
+    );
+    assert!(proxy.wait_for_log("max_connections reached"));
+    assert_echo(&mut first, b"slot holder").await;
+    drop(first);
+    let reply = tokio::time::timeout(LIMIT, read_msg::<MethodSelection>(&mut third)).await;
+    assert_eq!(
+        reply.expect("served once a slot freed"),
+        MethodSelection(Method::NO_AUTH)
+    );
+}
