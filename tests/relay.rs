@@ -91,3 +91,41 @@ async fn at_max_connections_new_clients_wait_for_a_free_slot() {
         MethodSelection(Method::NO_AUTH)
     );
 }
+
+#[tokio::test]
+async fn out_of_descriptors_backs_off_and_recovers() {
+    use std::os::unix::process::CommandExt;
+    let echo = upstream::echo();
+    let proxy = Proxy::start_with(&config("", ""), |cmd| {
+        // SAFETY: setrlimit is async-signal-safe, as pre_exec requires.
+        unsafe {
+            cmd.pre_exec(|| {
+                let lim = libc::rlimit {
+                    rlim_cur: 40,
+                    rlim_max: 40,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+    });
+    // Silent clients hold one descriptor each until the handshake timeout; more of
+    // them than the limit allows drives accept() into EMFILE.
+    let mut hogs = Vec::new();
+    for _ in 0..60 {
+        hogs.push(socks::connect(proxy.addr).await);
+    }
+    assert!(
+        proxy.wait_for_log("accept failed"),
+        "no EMFILE seen:\n{}",
+        proxy.log()
+    );
+    drop(hogs);
+    let mut s = tokio::time::timeout(LIMIT, socks::tunnel(proxy.addr, echo))
+        .await
+        .expect("served again");
+    assert_echo(&mut s, b"recovered").await;
+    assert!(proxy.wait_for_log("accepting again"));
+}

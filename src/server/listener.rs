@@ -36,6 +36,9 @@ impl Listener {
     pub async fn run(self) {
         let permits = Arc::new(Semaphore::new(self.max_connections));
         let stop = &self.signals.stop_accepting;
+        // Set while accept keeps failing, so a long EMFILE spell logs once, not
+        // ten times a second.
+        let mut failing = false;
         loop {
             // Take a slot before accepting: at the limit, clients wait in the kernel's
             // backlog instead of being accepted and closed in a loop.
@@ -61,6 +64,9 @@ impl Listener {
             };
             match accepted {
                 Ok((stream, peer)) => {
+                    if std::mem::take(&mut failing) {
+                        tracing::info!("accepting again");
+                    }
                     let ctx = Arc::clone(&self.ctx);
                     let cancel = self.signals.close_connections.clone();
                     self.tracker.spawn(async move {
@@ -72,7 +78,9 @@ impl Listener {
                     tracing::debug!(error = %e, "accept: connection failed before it was accepted");
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, "accept failed; backing off");
+                    if !std::mem::replace(&mut failing, true) {
+                        tracing::warn!(error = %e, "accept failed; backing off until it succeeds");
+                    }
                     tokio::select! {
                         () = tokio::time::sleep(ACCEPT_ERROR_BACKOFF) => {}
                         () = stop.cancelled() => return,
