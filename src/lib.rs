@@ -2,15 +2,17 @@
 //!
 //! A connection flows through the modules in this order:
 //! `server::listener` (accept, limits) → `server::handshake` (greeting, `auth`,
-//! request, decoded by `protocol`) → `pool` (connector: resolve and dial) →
+//! request, decoded by `protocol`) → `pool` (connector: pooled connection or direct dial) →
 //! `server::relay` (both directions, half-close, byte counts).
-//! `config` holds the typed configuration every stage is built from.
+//! `config` holds the typed configuration every stage is built from; `telemetry` is
+//! the operational event feed the stages report into.
 
 pub mod auth;
 pub mod config;
 pub mod pool;
 pub mod protocol;
 pub mod server;
+pub mod telemetry;
 
 pub use config::Config;
 pub use server::{Server, ServerHandle, ShutdownReport, StartError};

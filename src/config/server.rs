@@ -59,17 +59,29 @@ impl ServerConfig {
     }
 }
 
-/// `[server.pool]`: upstream connections. `connect_timeout_ms` bounds every upstream
-/// dial, pooled or not.
+/// `[server.pool]`: the upstream connection pool (key names as in the original
+/// RustSocks pool). `connect_timeout_ms` bounds every upstream dial, pooled or not.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolSection {
+    pub enabled: bool,
+    /// Idle connections kept per destination.
+    pub max_idle_per_dest: usize,
+    /// Idle connections kept across all destinations; at the limit the least
+    /// recently used one is evicted.
+    pub max_total_idle: usize,
+    /// An idle connection older than this is closed, never handed out.
+    pub idle_timeout_secs: u64,
     pub connect_timeout_ms: u64,
 }
 
 impl Default for PoolSection {
     fn default() -> Self {
         Self {
+            enabled: false,
+            max_idle_per_dest: 4,
+            max_total_idle: 100,
+            idle_timeout_secs: 90,
             connect_timeout_ms: 5_000,
         }
     }
@@ -78,5 +90,9 @@ impl Default for PoolSection {
 impl PoolSection {
     pub fn connect_timeout(&self) -> Duration {
         Duration::from_millis(self.connect_timeout_ms)
+    }
+
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_secs)
     }
 }

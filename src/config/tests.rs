@@ -17,7 +17,12 @@ fn empty_file_is_the_documented_default() {
     assert_eq!(config.server.handshake_timeout_ms, 10_000);
     assert_eq!(config.server.relay_idle_timeout(), None);
     assert_eq!(config.server.shutdown_grace_secs, 10);
-    assert_eq!(config.server.pool.connect_timeout_ms, 5_000);
+    let pool = &config.server.pool;
+    assert!(!pool.enabled);
+    assert_eq!(pool.max_idle_per_dest, 4);
+    assert_eq!(pool.max_total_idle, 100);
+    assert_eq!(pool.idle_timeout_secs, 90);
+    assert_eq!(pool.connect_timeout_ms, 5_000);
     assert_eq!(config.auth.socks_method, SocksMethod::None);
     assert_eq!(config.logging.level, LogLevel::Info);
 }
@@ -124,5 +129,22 @@ fn problem_message_names_key_value_and_expectation() {
     assert_eq!(
         err.to_string(),
         "invalid configuration:\n  - server.max_connections = 0: expected at least 1"
+    );
+}
+
+#[test]
+fn pool_limits_are_checked() {
+    let keys = invalid_keys("[server.pool]\nmax_idle_per_dest = 10\nmax_total_idle = 5\n");
+    assert_eq!(keys, ["server.pool.max_idle_per_dest"]);
+    let keys = invalid_keys(
+        "[server.pool]\nidle_timeout_secs = 0\nmax_total_idle = 0\nmax_idle_per_dest = 0\n",
+    );
+    assert_eq!(
+        keys,
+        [
+            "server.pool.max_idle_per_dest",
+            "server.pool.max_total_idle",
+            "server.pool.idle_timeout_secs"
+        ]
     );
 }

@@ -41,11 +41,27 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
         ("server.max_connections", s.max_connections as u64),
         ("server.handshake_timeout_ms", s.handshake_timeout_ms),
         ("server.pool.connect_timeout_ms", s.pool.connect_timeout_ms),
+        (
+            "server.pool.max_idle_per_dest",
+            s.pool.max_idle_per_dest as u64,
+        ),
+        ("server.pool.max_total_idle", s.pool.max_total_idle as u64),
+        ("server.pool.idle_timeout_secs", s.pool.idle_timeout_secs),
     ];
     for (key, value) in at_least_one {
         if value == 0 {
             out.push(Problem::new(key, value, "at least 1"));
         }
+    }
+    if s.pool.max_idle_per_dest > s.pool.max_total_idle {
+        out.push(Problem::new(
+            "server.pool.max_idle_per_dest",
+            s.pool.max_idle_per_dest,
+            format!(
+                "at most server.pool.max_total_idle ({})",
+                s.pool.max_total_idle
+            ),
+        ));
     }
     if config.auth.socks_method == SocksMethod::None
         && !s.bind_address.is_loopback()

@@ -77,15 +77,24 @@ async fn run(
             return Err(e.into());
         }
     };
-    let bind = upstream.local_addr().unwrap_or_else(|_| unspecified());
+    let bind = upstream
+        .stream()
+        .local_addr()
+        .unwrap_or_else(|_| unspecified());
     reply(&mut client, &req, ReplyCode::Succeeded, bind).await?;
-    debug!(client = %peer, dest = %req.dest, user = ?req.user, "tunnel open");
+    debug!(client = %peer, dest = %req.dest, user = ?req.user, pooled = upstream.from_pool(), "tunnel open");
     let counters = Counters::default();
     let opts = RelayOptions {
         idle_timeout: ctx.relay_idle_timeout,
         cancel,
+        keep_unused_upstream: upstream.is_recyclable(),
     };
-    Ok(relay::run(client, upstream, &req.early_data, &counters, opts).await?)
+    let end = relay::run(&client, upstream.stream(), &req.early_data, &counters, opts).await?;
+    if end == RelayEnd::Unused {
+        // Not a byte went either way: the connection is as clean as a new one.
+        upstream.recycle();
+    }
+    Ok(end)
 }
 
 async fn reply(

@@ -19,7 +19,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::auth::{AuthError, Authenticator};
 use crate::config::{Config, ConfigError};
-use crate::pool::Connector;
+use crate::pool::{ConnectionPool, Connector};
+use crate::telemetry::Telemetry;
+
+/// Events kept in the telemetry feed.
+const TELEMETRY_CAPACITY: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -50,9 +54,10 @@ impl Server {
     /// binding anything if the configuration is invalid.
     pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
         config.validate()?;
+        let telemetry = Telemetry::start(TELEMETRY_CAPACITY);
         let ctx = Arc::new(Context {
             auth: Authenticator::from_config(&config.auth)?,
-            connector: Connector::new(&config.server.pool),
+            connector: Connector::new(&config.server.pool, &telemetry),
             handshake_timeout: config.server.handshake_timeout(),
             relay_idle_timeout: config.server.relay_idle_timeout(),
         });
@@ -67,7 +72,7 @@ impl Server {
         let tracker = TaskTracker::new();
         let accept = listener::Listener {
             tcp,
-            ctx,
+            ctx: Arc::clone(&ctx),
             max_connections: config.server.max_connections,
             signals: signals.clone(),
             tracker: tracker.clone(),
@@ -76,6 +81,8 @@ impl Server {
         tracing::info!(socks = %socks_addr, "SOCKS listener ready");
         Ok(ServerHandle {
             socks_addr,
+            ctx,
+            telemetry,
             signals,
             tracker,
             grace: config.server.shutdown_grace(),
@@ -87,6 +94,8 @@ impl Server {
 /// A running server. Dropping it does not stop the server; call `shutdown`.
 pub struct ServerHandle {
     socks_addr: SocketAddr,
+    ctx: Arc<Context>,
+    telemetry: Telemetry,
     signals: listener::Signals,
     tracker: TaskTracker,
     grace: Duration,
@@ -106,8 +115,17 @@ impl ServerHandle {
         self.socks_addr
     }
 
+    /// The upstream connection pool, when `server.pool.enabled`.
+    pub fn pool(&self) -> Option<&ConnectionPool> {
+        self.ctx.connector.pool()
+    }
+
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
     /// Stops accepting, lets open connections finish for up to the grace period,
-    /// then closes the rest.
+    /// then closes the rest, and finally the pool's idle connections.
     pub async fn shutdown(self) -> ShutdownReport {
         self.signals.stop_accepting.cancel();
         let _ = self.accept_task.await;
@@ -125,6 +143,7 @@ impl ServerHandle {
             self.signals.close_connections.cancel();
             self.tracker.wait().await;
         }
+        self.ctx.connector.shutdown().await;
         ShutdownReport { forced }
     }
 }

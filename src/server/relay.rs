@@ -38,6 +38,10 @@ impl Counters {
 pub enum RelayEnd {
     /// Both sides sent FIN.
     Completed,
+    /// The client sent FIN before any byte moved in either direction, and
+    /// `RelayOptions::keep_unused_upstream` was set: the upstream was left untouched
+    /// (no FIN sent) so that it can serve another client.
+    Unused,
     /// No byte in either direction for `relay_idle_timeout_secs`.
     IdleTimeout,
     /// The server's shutdown grace period ran out.
@@ -80,39 +84,54 @@ pub struct RelayOptions<'a> {
     pub idle_timeout: Option<Duration>,
     /// Cancelled when the server gives up waiting for tunnels at shutdown.
     pub cancel: &'a CancellationToken,
+    /// End with `RelayEnd::Unused` instead of half-closing the upstream when the
+    /// client closes before any byte moved. Set when a pool can reuse the upstream;
+    /// the price is that such a client cannot half-close and then wait for data.
+    pub keep_unused_upstream: bool,
 }
 
 /// Relays until both directions end, one side fails, the tunnel idles out or the
-/// server shuts down. Both sockets are closed when this returns.
+/// server shuts down. The caller owns (and closes) both sockets.
 pub async fn run(
-    client: TcpStream,
-    upstream: TcpStream,
+    client: &TcpStream,
+    upstream: &TcpStream,
     early_data: &[u8],
     counters: &Counters,
     opts: RelayOptions<'_>,
 ) -> Result<RelayEnd, RelayError> {
     let c2u = Direction::ClientToUpstream;
     if !early_data.is_empty() {
-        write_all(&upstream, early_data)
+        write_all(upstream, early_data)
             .await
             .map_err(|e| c2u.write_error(e))?;
         counters
             .client_to_upstream
             .fetch_add(early_data.len() as u64, Ordering::Relaxed);
     }
-    let up = pump(&client, &upstream, &counters.client_to_upstream, c2u);
+    let unused_check = opts.keep_unused_upstream.then_some(counters);
+    let up = pump(
+        client,
+        upstream,
+        &counters.client_to_upstream,
+        c2u,
+        unused_check,
+    );
     let down = pump(
-        &upstream,
-        &client,
+        upstream,
+        client,
         &counters.upstream_to_client,
         Direction::UpstreamToClient,
+        None,
     );
     let idle = idle_watchdog(counters, opts.idle_timeout);
     tokio::pin!(up, down, idle);
     let (mut up_done, mut down_done) = (false, false);
     while !(up_done && down_done) {
         tokio::select! {
-            r = &mut up, if !up_done => { r?; up_done = true; }
+            r = &mut up, if !up_done => match r? {
+                PumpEnd::Unused => return Ok(RelayEnd::Unused),
+                PumpEnd::Eof => up_done = true,
+            },
             r = &mut down, if !down_done => { r?; down_done = true; }
             () = &mut idle => return Ok(RelayEnd::IdleTimeout),
             () = opts.cancel.cancelled() => return Ok(RelayEnd::Shutdown),
@@ -121,14 +140,23 @@ pub async fn run(
     Ok(RelayEnd::Completed)
 }
 
+enum PumpEnd {
+    /// `src` sent FIN, passed on to `dst`.
+    Eof,
+    /// `src` sent FIN before any byte moved either way; `dst` was left untouched.
+    Unused,
+}
+
 /// Copies `src` to `dst` until `src` sends FIN, then shuts down `dst`'s write half so
-/// the far end sees the FIN too, while the other direction goes on.
+/// the far end sees the FIN too, while the other direction goes on. With
+/// `unused_check`, a FIN before any byte moved (per those counters) leaves `dst` open.
 async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
     count: &AtomicU64,
     dir: Direction,
-) -> Result<(), RelayError> {
+    unused_check: Option<&Counters>,
+) -> Result<PumpEnd, RelayError> {
     loop {
         src.readable().await.map_err(|e| dir.read_error(e))?;
         // The buffer lives only between awaits, so it is not part of the task's
@@ -137,8 +165,11 @@ async fn pump(
             let mut buf = [0u8; CHUNK];
             match src.try_read(&mut buf) {
                 Ok(0) => {
+                    if unused_check.is_some_and(|c| c.total() == 0) {
+                        return Ok(PumpEnd::Unused);
+                    }
                     shutdown_write(dst);
-                    return Ok(());
+                    return Ok(PumpEnd::Eof);
                 }
                 Ok(n) => {
                     count.fetch_add(n as u64, Ordering::Relaxed);

@@ -162,6 +162,16 @@ fn ready_address(line: &str) -> Option<SocketAddr> {
     fields.get("socks")?.as_str()?.parse().ok()
 }
 
+/// Polls `check` every few milliseconds until it holds; panics naming `what` after
+/// ten seconds. For state that settles in the background (pool refills, telemetry).
+pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
 /// Runs the binary with `args` and `stdin`, returning (status, stdout, stderr).
 pub fn run_cli(args: &[&str], stdin: &str) -> (ExitStatus, String, String) {
     use std::io::Write;
@@ -181,4 +191,15 @@ pub fn run_cli(args: &[&str], stdin: &str) -> (ExitStatus, String, String) {
     let out = child.wait_with_output().expect("wait");
     let text = |b: Vec<u8>| String::from_utf8_lossy(&b).into_owned();
     (out.status, text(out.stdout), text(out.stderr))
+}
+
+/// Starts the server in this process (library API) with `toml`, bound to an
+/// ephemeral loopback port. For tests that read the pool or telemetry directly.
+pub async fn start_in_process(toml: &str) -> rustsocks::ServerHandle {
+    let mut config = rustsocks::Config::from_toml(toml).expect("test config parses");
+    config.server.bind_address = std::net::Ipv4Addr::LOCALHOST.into();
+    config.server.bind_port = 0;
+    rustsocks::Server::start(config)
+        .await
+        .expect("server starts")
 }

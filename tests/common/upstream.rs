@@ -143,3 +143,65 @@ pub fn peer_reporter() -> SocketAddr {
         }
     })
 }
+
+/// Accepts and holds connections without reading; counts accepts, and can close
+/// every held connection (to make pooled connections stale).
+pub struct Holding {
+    pub addr: SocketAddr,
+    accepted: Arc<std::sync::atomic::AtomicUsize>,
+    conns: Arc<std::sync::Mutex<Vec<TcpStream>>>,
+}
+
+impl Holding {
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Closes every connection accepted so far (the peer sees FIN).
+    pub fn close_all(&self) {
+        self.conns.lock().unwrap().clear();
+    }
+
+    /// Resets every connection accepted so far (the peer sees RST).
+    pub fn reset_all(&self) {
+        for s in self.conns.lock().unwrap().drain(..) {
+            let _ = socket2::SockRef::from(&s).set_linger(Some(std::time::Duration::ZERO));
+        }
+    }
+}
+
+pub fn holding() -> Holding {
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let conns = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (a, c) = (Arc::clone(&accepted), Arc::clone(&conns));
+    let addr = serve_on(|listener| async move {
+        while let Ok((s, _)) = listener.accept().await {
+            c.lock().unwrap().push(s);
+            a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+    });
+    Holding {
+        addr,
+        accepted,
+        conns,
+    }
+}
+
+/// Speaks first: sends `"conn-<n>\n"` (n counts accepted connections from 1), then
+/// echoes. Proves which upstream connection a client got, and that a banner sent
+/// before the client arrived still reaches it.
+pub fn tagging() -> SocketAddr {
+    serve_on(|listener| async move {
+        let mut n = 0u64;
+        while let Ok((mut s, _)) = listener.accept().await {
+            n += 1;
+            tokio::spawn(async move {
+                if s.write_all(format!("conn-{n}\n").as_bytes()).await.is_err() {
+                    return;
+                }
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    })
+}

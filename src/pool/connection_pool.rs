@@ -1,0 +1,389 @@
+//! The pool itself: checkout, give-back, background refill and LRU eviction.
+//!
+//! Only clean connections are pooled: freshly dialled ones, and ones whose session
+//! moved no byte in either direction. A tunnel is an opaque byte stream, so a
+//! connection that carried one client's bytes could hold that client's TLS or HTTP
+//! state; handing it to another client would leak or corrupt data. Because used
+//! connections never come back, the pool keeps spares by dialling them itself, driven
+//! by demand: each checkout that takes a connection dials a replacement, and a miss
+//! for a destination asked for recently dials one more.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::dial::{ConnectError, Dialer};
+use super::lease::{Lease, UpstreamConn};
+use super::liveness;
+use super::stats::{bump, DestinationStats, PoolStats, Totals};
+use super::store::{lock, DestCounters, IdleConn, Shards};
+use crate::config::PoolSection;
+use crate::protocol::TargetAddr;
+use crate::telemetry::{Signal, Telemetry};
+
+/// Limits and timeouts of a pool (the runtime form of `[server.pool]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PoolConfig {
+    pub max_idle_per_dest: usize,
+    pub max_total_idle: usize,
+    pub idle_timeout: Duration,
+    pub connect_timeout: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        Self::from(&PoolSection::default())
+    }
+}
+
+impl From<&PoolSection> for PoolConfig {
+    fn from(s: &PoolSection) -> Self {
+        Self {
+            max_idle_per_dest: s.max_idle_per_dest,
+            max_total_idle: s.max_total_idle,
+            idle_timeout: s.idle_timeout(),
+            connect_timeout: s.connect_timeout(),
+        }
+    }
+}
+
+/// Upstream connection pool; cheap to clone (all clones share one pool).
+#[derive(Clone)]
+pub struct ConnectionPool {
+    inner: Arc<Inner>,
+}
+
+pub(super) struct Inner {
+    pub config: PoolConfig,
+    dialer: Dialer,
+    pub shards: Shards,
+    pub totals: Totals,
+    telemetry: Option<Telemetry>,
+    /// Stops the reaper and refills; cancelled on shutdown or when the pool is dropped.
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Refill {
+    /// A connection was taken: restore the level it was taken from.
+    Replacement,
+    /// A miss for a destination in demand: grow, within `max_idle_per_dest`.
+    Growth,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Arrival {
+    Refill,
+    Returned,
+}
+
+impl ConnectionPool {
+    /// Creates a pool and its reaper task (which ends when the pool is dropped or
+    /// shut down). Must be called inside a Tokio runtime.
+    pub fn new(config: PoolConfig) -> Self {
+        Self::with_telemetry(config, None)
+    }
+
+    pub fn with_telemetry(config: PoolConfig, telemetry: Option<Telemetry>) -> Self {
+        let inner = Arc::new(Inner {
+            dialer: Dialer::new(config.connect_timeout),
+            config,
+            shards: Shards::new(),
+            totals: Totals::default(),
+            telemetry,
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        });
+        let reaper = super::reaper::run(Arc::downgrade(&inner), inner.cancel.clone());
+        inner.tasks.spawn(reaper);
+        Self { inner }
+    }
+
+    pub fn config(&self) -> &PoolConfig {
+        &self.inner.config
+    }
+
+    /// The original pool's entry point: `addr` is an IP address or a host name.
+    pub async fn get_or_connect(
+        &self,
+        addr: &str,
+        port: u16,
+    ) -> Result<UpstreamConn, ConnectError> {
+        let dest = match addr.parse::<std::net::IpAddr>() {
+            Ok(ip) => TargetAddr::Ip((ip, port).into()),
+            Err(_) => TargetAddr::Domain(addr.to_owned(), port),
+        };
+        self.checkout(&dest).await
+    }
+
+    /// A connection to `dest`: the newest live idle one, or a new dial.
+    pub async fn checkout(&self, dest: &TargetAddr) -> Result<UpstreamConn, ConnectError> {
+        let inner = &self.inner;
+        let now = Instant::now();
+        let mut recent_demand = None;
+        loop {
+            let (idle, counters) = {
+                let mut shard = inner.shards.lock(dest);
+                let entry = Shards::entry(&mut shard, dest);
+                if recent_demand.is_none() {
+                    let recent = entry
+                        .last_demand
+                        .is_some_and(|t| now - t < inner.config.idle_timeout);
+                    recent_demand = Some(recent);
+                    entry.last_demand = Some(now);
+                }
+                (entry.idle.pop(), Arc::clone(&entry.counters))
+            };
+            let Some(conn) = idle else {
+                return self.miss(dest, counters, recent_demand == Some(true)).await;
+            };
+            inner.totals.idle.fetch_sub(1, Ordering::Relaxed);
+            // Both checks happen outside the lock; a failed candidate is closed here.
+            if now.saturating_duration_since(conn.since) >= inner.config.idle_timeout {
+                bump(&inner.totals.expired);
+                bump(&counters.expired);
+                continue;
+            }
+            if !liveness::is_open(&conn.stream) {
+                bump(&inner.totals.stale);
+                bump(&counters.stale);
+                continue;
+            }
+            bump(&inner.totals.hits);
+            bump(&counters.hits);
+            inner.refill(dest, Refill::Replacement);
+            let lease = Lease::new(&self.inner, dest.clone(), counters);
+            return Ok(UpstreamConn::leased(conn.stream, true, lease));
+        }
+    }
+
+    async fn miss(
+        &self,
+        dest: &TargetAddr,
+        counters: Arc<DestCounters>,
+        recent_demand: bool,
+    ) -> Result<UpstreamConn, ConnectError> {
+        let inner = &self.inner;
+        bump(&inner.totals.misses);
+        bump(&counters.misses);
+        let stream = inner.dialer.dial(dest).await?;
+        bump(&inner.totals.new_connections);
+        bump(&counters.created);
+        // Grow only for a destination that was asked for before: a one-off request
+        // must not leave a spare connection nobody will use.
+        if recent_demand {
+            inner.refill(dest, Refill::Growth);
+        }
+        let lease = Lease::new(&self.inner, dest.clone(), counters);
+        Ok(UpstreamConn::leased(stream, false, lease))
+    }
+
+    /// A snapshot of the counters and of every tracked destination.
+    pub fn get_stats(&self) -> PoolStats {
+        let inner = &self.inner;
+        let mut stats = inner.totals.snapshot();
+        let now = Instant::now();
+        for m in inner.shards.iter() {
+            let shard = lock(m);
+            for (dest, entry) in shard.iter() {
+                let mut d = DestinationStats {
+                    destination: dest.to_string(),
+                    idle: entry.idle.len(),
+                    dialing: entry.dialing,
+                    last_demand_secs_ago: entry.last_demand.map(|t| (now - t).as_secs_f64()),
+                    ..DestinationStats::default()
+                };
+                d.fill_counters(&entry.counters);
+                stats.per_destination.push(d);
+            }
+        }
+        stats.destinations = stats.per_destination.len();
+        stats
+            .per_destination
+            .sort_by(|a, b| a.destination.cmp(&b.destination));
+        stats
+    }
+
+    #[cfg(test)]
+    pub(super) fn inner_for_tests(&self) -> &Arc<Inner> {
+        &self.inner
+    }
+
+    /// Stops refills and the reaper, waits for them, and closes every idle connection.
+    /// Connections in use are unaffected; they are closed by their sessions.
+    pub async fn shutdown(&self) {
+        let inner = &self.inner;
+        inner.cancel.cancel();
+        inner.tasks.close();
+        inner.tasks.wait().await;
+        for m in inner.shards.iter() {
+            let closed: Vec<IdleConn> = lock(m)
+                .values_mut()
+                .flat_map(|e| e.idle.drain(..))
+                .collect();
+            inner.totals.idle.fetch_sub(closed.len(), Ordering::Relaxed);
+        }
+    }
+}
+
+impl Inner {
+    /// Starts a background dial for `dest` if the limits allow it.
+    fn refill(self: &Arc<Self>, dest: &TargetAddr, kind: Refill) {
+        if self.cancel.is_cancelled() {
+            return;
+        }
+        let pending =
+            self.totals.idle.load(Ordering::Relaxed) + self.totals.dialing.load(Ordering::Relaxed);
+        if pending >= self.config.max_total_idle {
+            return;
+        }
+        {
+            let mut shard = self.shards.lock(dest);
+            let entry = Shards::entry(&mut shard, dest);
+            if kind == Refill::Growth
+                && entry.idle.len() + entry.dialing >= self.config.max_idle_per_dest
+            {
+                return;
+            }
+            entry.dialing += 1;
+        }
+        self.totals.dialing.fetch_add(1, Ordering::Relaxed);
+        let pool = Arc::downgrade(self);
+        let dialer = self.dialer.clone();
+        let cancel = self.cancel.clone();
+        let dest = dest.clone();
+        self.tasks.spawn(async move {
+            let result = tokio::select! {
+                r = dialer.dial(&dest) => Some(r),
+                () = cancel.cancelled() => None,
+            };
+            let Some(inner) = pool.upgrade() else { return };
+            match result {
+                Some(Ok(stream)) => {
+                    bump(&inner.totals.refreshed);
+                    inner.put(&dest, stream, Arrival::Refill);
+                }
+                other => {
+                    if let Some(Err(e)) = other {
+                        bump(&inner.totals.refill_failed);
+                        tracing::debug!(dest = %dest, error = %e, "pool refill failed");
+                    }
+                    let mut shard = inner.shards.lock(&dest);
+                    let entry = Shards::entry(&mut shard, &dest);
+                    entry.dialing = entry.dialing.saturating_sub(1);
+                    drop(shard);
+                    inner.totals.dialing.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
+    /// Adds a clean connection as the newest idle one for `dest`, within the limits.
+    pub(super) fn put(&self, dest: &TargetAddr, stream: TcpStream, arrival: Arrival) {
+        let (rejected, counters) = {
+            let mut shard = self.shards.lock(dest);
+            let entry = Shards::entry(&mut shard, dest);
+            if arrival == Arrival::Refill {
+                entry.dialing = entry.dialing.saturating_sub(1);
+            }
+            let rejected = if self.cancel.is_cancelled()
+                || entry.idle.len() >= self.config.max_idle_per_dest
+            {
+                Some(stream)
+            } else {
+                entry.idle.push(IdleConn {
+                    stream,
+                    since: Instant::now(),
+                });
+                None
+            };
+            (rejected, Arc::clone(&entry.counters))
+        };
+        match arrival {
+            Arrival::Refill => {
+                self.totals.dialing.fetch_sub(1, Ordering::Relaxed);
+                bump(&counters.refreshed);
+                bump(&counters.created);
+            }
+            Arrival::Returned => {
+                bump(&self.totals.returned);
+                bump(&counters.returned);
+            }
+        }
+        if let Some(stream) = rejected {
+            drop(stream);
+            if self.cancel.is_cancelled() {
+                return;
+            }
+            bump(&self.totals.dropped_full);
+            bump(&counters.dropped_full);
+            self.emit(Signal::PoolDroppedFull {
+                destination: dest.to_string(),
+                limit: self.config.max_idle_per_dest,
+            });
+            return;
+        }
+        let idle = self.totals.idle.fetch_add(1, Ordering::Relaxed) + 1;
+        if idle > self.config.max_total_idle {
+            self.evict_lru();
+        }
+    }
+
+    /// Closes the least recently used idle connection of any destination. Shards are
+    /// scanned one at a time, so the choice is exact unless connections move during
+    /// the scan; then it is the oldest of those seen.
+    fn evict_lru(&self) {
+        let mut oldest: Option<(&std::sync::Mutex<_>, TargetAddr, Instant)> = None;
+        for m in self.shards.iter() {
+            let shard = lock(m);
+            for (dest, entry) in shard.iter() {
+                if let Some(first) = entry.idle.first() {
+                    if oldest.as_ref().is_none_or(|o| first.since < o.2) {
+                        oldest = Some((m, dest.clone(), first.since));
+                    }
+                }
+            }
+        }
+        let Some((m, dest, _)) = oldest else { return };
+        let victim = {
+            let mut shard = lock(m);
+            if self.totals.idle.load(Ordering::Relaxed) <= self.config.max_total_idle {
+                return;
+            }
+            match shard.get_mut(&dest) {
+                Some(entry) if !entry.idle.is_empty() => {
+                    Some((entry.idle.remove(0), Arc::clone(&entry.counters)))
+                }
+                _ => None,
+            }
+        };
+        if let Some((conn, counters)) = victim {
+            self.totals.idle.fetch_sub(1, Ordering::Relaxed);
+            drop(conn);
+            bump(&self.totals.evicted);
+            bump(&counters.evicted);
+            self.emit(Signal::PoolEvicted {
+                destination: dest.to_string(),
+                limit: self.config.max_total_idle,
+            });
+        }
+    }
+
+    pub(super) fn emit(&self, signal: Signal) {
+        if let Some(t) = &self.telemetry {
+            t.emit(signal);
+        }
+    }
+}

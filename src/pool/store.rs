@@ -1,0 +1,114 @@
+//! Sharded storage of idle connections: one map per shard, keyed by destination.
+//!
+//! Lock discipline: a shard lock covers only map and vector operations. Nothing that
+//! can block (no syscall, no await, not even closing a socket) happens under it;
+//! callers move sockets out and drop them after unlocking. At most one shard lock is
+//! held at a time, so there is no lock order to get wrong.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use crate::protocol::TargetAddr;
+
+/// An established upstream connection waiting for a client.
+pub(super) struct IdleConn {
+    pub stream: TcpStream,
+    /// When it became idle: its age for `idle_timeout` and its rank for LRU.
+    pub since: Instant,
+}
+
+/// Per-destination counters, shared with the leases handed out for the destination
+/// so that a lease can update them without taking the shard lock.
+#[derive(Debug, Default)]
+pub(super) struct DestCounters {
+    pub created: AtomicU64,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub dropped_full: AtomicU64,
+    pub evicted: AtomicU64,
+    pub expired: AtomicU64,
+    pub stale: AtomicU64,
+    pub refreshed: AtomicU64,
+    pub returned: AtomicU64,
+    pub in_use: AtomicUsize,
+}
+
+pub(super) struct DestEntry {
+    /// Oldest first; checkout pops the newest (LIFO).
+    pub idle: Vec<IdleConn>,
+    /// Background refills in flight: not idle yet, but counted against the limits.
+    pub dialing: usize,
+    /// The last checkout request; drives the "recent demand" rule of refills.
+    pub last_demand: Option<Instant>,
+    pub counters: Arc<DestCounters>,
+}
+
+impl DestEntry {
+    fn new() -> Self {
+        Self {
+            idle: Vec::new(),
+            dialing: 0,
+            last_demand: None,
+            counters: Arc::default(),
+        }
+    }
+
+    /// An entry that holds nothing and owes nothing can be forgotten.
+    pub fn is_unused(&self) -> bool {
+        self.idle.is_empty()
+            && self.dialing == 0
+            && self
+                .counters
+                .in_use
+                .load(std::sync::atomic::Ordering::Relaxed)
+                == 0
+    }
+}
+
+pub(super) type Shard = HashMap<TargetAddr, DestEntry>;
+
+pub(super) struct Shards {
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+}
+
+impl Shards {
+    /// A power of two of shards, a few per CPU, so two destinations rarely share a lock.
+    pub fn new() -> Self {
+        let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
+        let n = (cpus * 4).next_power_of_two().clamp(8, 256);
+        Self {
+            shards: (0..n).map(|_| Mutex::new(HashMap::new())).collect(),
+            hasher: RandomState::new(),
+        }
+    }
+
+    pub fn lock(&self, dest: &TargetAddr) -> MutexGuard<'_, Shard> {
+        let i = self.hasher.hash_one(dest) as usize & (self.shards.len() - 1);
+        lock(&self.shards[i])
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Mutex<Shard>> {
+        self.shards.iter()
+    }
+
+    /// The entry for `dest`, created if needed.
+    pub fn entry<'a>(shard: &'a mut Shard, dest: &TargetAddr) -> &'a mut DestEntry {
+        // Look up before inserting so the common case does not clone the key.
+        if !shard.contains_key(dest) {
+            shard.insert(dest.clone(), DestEntry::new());
+        }
+        shard.get_mut(dest).expect("inserted above")
+    }
+}
+
+/// Locks a shard; a panic elsewhere while holding it leaves plain data that is still
+/// consistent enough to use, so poisoning is ignored rather than spread.
+pub(super) fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}

@@ -1,0 +1,78 @@
+//! The pool's basic contract: reuse, idle timeout, disabled mode.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, start_in_process, upstream};
+use rustsocks::config::PoolSection;
+use rustsocks::pool::{ConnectionPool, Connector, PoolConfig};
+use rustsocks::telemetry::Telemetry;
+
+#[tokio::test]
+async fn returned_unused_connection_is_reused() {
+    let up = upstream::holding();
+    let pool = ConnectionPool::new(PoolConfig::default());
+    let port = up.addr.port();
+    let first = pool.get_or_connect("127.0.0.1", port).await.unwrap();
+    assert!(!first.from_pool());
+    let local = first.stream().local_addr().unwrap();
+    first.recycle();
+    let second = pool.get_or_connect("127.0.0.1", port).await.unwrap();
+    assert!(second.from_pool());
+    assert_eq!(
+        second.stream().local_addr().unwrap(),
+        local,
+        "not the same connection"
+    );
+    let stats = pool.get_stats();
+    assert_eq!(
+        (
+            stats.reused_connections,
+            stats.new_connections,
+            stats.returned
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!(stats.reuse_rate(), 0.5);
+}
+
+#[tokio::test]
+async fn idle_connection_past_its_timeout_is_not_handed_out() {
+    let up = upstream::holding();
+    let pool = ConnectionPool::new(PoolConfig {
+        idle_timeout: Duration::from_millis(200),
+        ..PoolConfig::default()
+    });
+    let first = pool
+        .get_or_connect("127.0.0.1", up.addr.port())
+        .await
+        .unwrap();
+    let local = first.stream().local_addr().unwrap();
+    first.recycle();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let second = pool
+        .get_or_connect("127.0.0.1", up.addr.port())
+        .await
+        .unwrap();
+    assert!(!second.from_pool());
+    assert_ne!(second.stream().local_addr().unwrap(), local);
+    assert_eq!(pool.get_stats().expired, 1);
+}
+
+#[tokio::test]
+async fn disabled_pool_dials_every_time_and_keeps_nothing() {
+    let up = upstream::holding();
+    let connector = Connector::new(&PoolSection::default(), &Telemetry::start(16));
+    assert!(connector.pool().is_none());
+    for i in 1..=3 {
+        let conn = connector.connect(&up.addr.into()).await.unwrap();
+        assert!(!conn.from_pool() && !conn.is_recyclable());
+        conn.recycle(); // without a pool this just closes the connection
+        eventually("upstream saw a new connection", || up.accepted() == i).await;
+    }
+    let server = start_in_process("").await;
+    assert!(server.pool().is_none());
+    let mut s = common::socks::tunnel(server.socks_addr(), upstream::echo()).await;
+    common::socks::assert_echo(&mut s, b"no pool").await;
+}
