@@ -20,8 +20,8 @@ use tokio_util::task::TaskTracker;
 use super::dial::{ConnectError, Dialer};
 use super::lease::{Lease, UpstreamConn};
 use super::liveness;
-use super::stats::{bump, DestinationStats, PoolStats, Totals};
-use super::store::{lock, DestCounters, IdleConn, Shards};
+use super::stats::{bump, Counts, DestCounters, DestinationStats, PoolStats, Totals};
+use super::store::{lock, IdleConn, Shards};
 use crate::config::PoolSection;
 use crate::protocol::TargetAddr;
 use crate::telemetry::{Signal, Telemetry};
@@ -75,6 +75,15 @@ impl Drop for Inner {
     }
 }
 
+/// The outcome of looking for an idle connection.
+struct Taken {
+    conn: Option<UpstreamConn>,
+    /// The destination's counters, when no connection carries them in its lease.
+    counters: Option<Arc<DestCounters>>,
+    /// `dest` was asked for within `idle_timeout` before this request.
+    recent_demand: bool,
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Refill {
     /// A connection was taken: restore the level it was taken from.
@@ -97,10 +106,10 @@ impl ConnectionPool {
     }
 
     pub fn with_telemetry(config: PoolConfig, telemetry: Option<Telemetry>) -> Self {
-        let inner = Arc::new(Inner {
+        let inner = Arc::new_cyclic(|me| Inner {
             dialer: Dialer::new(config.connect_timeout),
             config,
-            shards: Shards::new(),
+            shards: Shards::new(me.clone()),
             totals: Totals::default(),
             telemetry,
             cancel: CancellationToken::new(),
@@ -130,42 +139,61 @@ impl ConnectionPool {
 
     /// A connection to `dest`: the newest live idle one, or a new dial.
     pub async fn checkout(&self, dest: &TargetAddr) -> Result<UpstreamConn, ConnectError> {
+        let taken = self.take_idle(dest);
+        match (taken.conn, taken.counters) {
+            (Some(conn), _) => {
+                self.inner.refill(dest, Refill::Replacement);
+                Ok(conn)
+            }
+            (None, Some(counters)) => self.miss(dest, counters, taken.recent_demand).await,
+            (None, None) => unreachable!("take_idle returns counters whenever it finds no connection"),
+        }
+    }
+
+    /// The newest live idle connection to `dest`, if there is one; never dials and
+    /// starts no refill. Counts as demand for `dest` (a hit or a miss).
+    pub fn checkout_idle(&self, dest: &TargetAddr) -> Option<UpstreamConn> {
+        let taken = self.take_idle(dest);
+        if let Some(counters) = &taken.counters {
+            bump(&counters.misses);
+        }
+        taken.conn
+    }
+
+    /// Pops idle connections, newest first, until one is live. Expired and closed
+    /// ones are counted and closed, outside the shard lock.
+    fn take_idle(&self, dest: &TargetAddr) -> Taken {
         let inner = &self.inner;
         let now = Instant::now();
         let mut recent_demand = None;
         loop {
             let (idle, counters) = {
                 let mut shard = inner.shards.lock(dest);
-                let entry = Shards::entry(&mut shard, dest);
+                let entry = inner.shards.entry(&mut shard, dest);
                 if recent_demand.is_none() {
-                    let recent = entry
-                        .last_demand
-                        .is_some_and(|t| now - t < inner.config.idle_timeout);
+                    let recent = entry.last_demand.is_some_and(|t| now - t < inner.config.idle_timeout);
                     recent_demand = Some(recent);
                     entry.last_demand = Some(now);
                 }
                 (entry.idle.pop(), Arc::clone(&entry.counters))
             };
+            let recent_demand = recent_demand == Some(true);
             let Some(conn) = idle else {
-                return self.miss(dest, counters, recent_demand == Some(true)).await;
+                return Taken { conn: None, counters: Some(counters), recent_demand };
             };
             inner.totals.idle.fetch_sub(1, Ordering::Relaxed);
-            // Both checks happen outside the lock; a failed candidate is closed here.
             if now.saturating_duration_since(conn.since) >= inner.config.idle_timeout {
-                bump(&inner.totals.expired);
                 bump(&counters.expired);
                 continue;
             }
             if !liveness::is_open(&conn.stream) {
-                bump(&inner.totals.stale);
                 bump(&counters.stale);
                 continue;
             }
-            bump(&inner.totals.hits);
             bump(&counters.hits);
-            inner.refill(dest, Refill::Replacement);
-            let lease = Lease::new(&self.inner, dest.clone(), counters);
-            return Ok(UpstreamConn::leased(conn.stream, true, lease));
+            let lease = Lease::new(dest.clone(), counters);
+            let conn = Some(UpstreamConn::leased(conn.stream, true, lease));
+            return Taken { conn, counters: None, recent_demand };
         }
     }
 
@@ -176,44 +204,34 @@ impl ConnectionPool {
         recent_demand: bool,
     ) -> Result<UpstreamConn, ConnectError> {
         let inner = &self.inner;
-        bump(&inner.totals.misses);
         bump(&counters.misses);
         let stream = inner.dialer.dial(dest).await?;
-        bump(&inner.totals.new_connections);
+        bump(&counters.new_connections);
         bump(&counters.created);
         // Grow only for a destination that was asked for before: a one-off request
         // must not leave a spare connection nobody will use.
         if recent_demand {
             inner.refill(dest, Refill::Growth);
         }
-        let lease = Lease::new(&self.inner, dest.clone(), counters);
+        let lease = Lease::new(dest.clone(), counters);
         Ok(UpstreamConn::leased(stream, false, lease))
     }
 
     /// A snapshot of the counters and of every tracked destination.
     pub fn get_stats(&self) -> PoolStats {
         let inner = &self.inner;
-        let mut stats = inner.totals.snapshot();
         let now = Instant::now();
+        let mut rows = Vec::new();
         for m in inner.shards.iter() {
             let shard = lock(m);
             for (dest, entry) in shard.iter() {
-                let mut d = DestinationStats {
-                    destination: dest.to_string(),
-                    idle: entry.idle.len(),
-                    dialing: entry.dialing,
-                    last_demand_secs_ago: entry.last_demand.map(|t| (now - t).as_secs_f64()),
-                    ..DestinationStats::default()
-                };
-                d.fill_counters(&entry.counters);
-                stats.per_destination.push(d);
+                let counts = Counts::load(&entry.counters);
+                let mut row = DestinationStats::new(dest.to_string(), entry.idle.len(), entry.dialing, &counts);
+                row.last_demand_secs_ago = entry.last_demand.map(|t| (now - t).as_secs_f64());
+                rows.push((row, counts));
             }
         }
-        stats.destinations = stats.per_destination.len();
-        stats
-            .per_destination
-            .sort_by(|a, b| a.destination.cmp(&b.destination));
-        stats
+        PoolStats::from_rows(rows, &inner.totals)
     }
 
     #[cfg(test)]
@@ -251,7 +269,7 @@ impl Inner {
         }
         {
             let mut shard = self.shards.lock(dest);
-            let entry = Shards::entry(&mut shard, dest);
+            let entry = self.shards.entry(&mut shard, dest);
             if kind == Refill::Growth
                 && entry.idle.len() + entry.dialing >= self.config.max_idle_per_dest
             {
@@ -272,17 +290,16 @@ impl Inner {
             let Some(inner) = pool.upgrade() else { return };
             match result {
                 Some(Ok(stream)) => {
-                    bump(&inner.totals.refreshed);
                     inner.put(&dest, stream, Arrival::Refill);
                 }
                 other => {
+                    let mut shard = inner.shards.lock(&dest);
+                    let entry = inner.shards.entry(&mut shard, &dest);
+                    entry.dialing = entry.dialing.saturating_sub(1);
                     if let Some(Err(e)) = other {
-                        bump(&inner.totals.refill_failed);
+                        bump(&entry.counters.refill_failed);
                         tracing::debug!(dest = %dest, error = %e, "pool refill failed");
                     }
-                    let mut shard = inner.shards.lock(&dest);
-                    let entry = Shards::entry(&mut shard, &dest);
-                    entry.dialing = entry.dialing.saturating_sub(1);
                     drop(shard);
                     inner.totals.dialing.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -292,42 +309,35 @@ impl Inner {
 
     /// Adds a clean connection as the newest idle one for `dest`, within the limits.
     pub(super) fn put(&self, dest: &TargetAddr, stream: TcpStream, arrival: Arrival) {
-        let (rejected, counters) = {
+        let rejected = {
             let mut shard = self.shards.lock(dest);
-            let entry = Shards::entry(&mut shard, dest);
-            if arrival == Arrival::Refill {
-                entry.dialing = entry.dialing.saturating_sub(1);
+            let entry = self.shards.entry(&mut shard, dest);
+            match arrival {
+                Arrival::Refill => {
+                    entry.dialing = entry.dialing.saturating_sub(1);
+                    bump(&entry.counters.refreshed);
+                    bump(&entry.counters.created);
+                }
+                Arrival::Returned => bump(&entry.counters.returned),
             }
-            let rejected = if self.cancel.is_cancelled()
-                || entry.idle.len() >= self.config.max_idle_per_dest
-            {
-                Some(stream)
+            if self.cancel.is_cancelled() || entry.idle.len() >= self.config.max_idle_per_dest {
+                Some((stream, Arc::clone(&entry.counters)))
             } else {
                 entry.idle.push(IdleConn {
                     stream,
                     since: Instant::now(),
                 });
                 None
-            };
-            (rejected, Arc::clone(&entry.counters))
+            }
         };
-        match arrival {
-            Arrival::Refill => {
-                self.totals.dialing.fetch_sub(1, Ordering::Relaxed);
-                bump(&counters.refreshed);
-                bump(&counters.created);
-            }
-            Arrival::Returned => {
-                bump(&self.totals.returned);
-                bump(&counters.returned);
-            }
+        if arrival == Arrival::Refill {
+            self.totals.dialing.fetch_sub(1, Ordering::Relaxed);
         }
-        if let Some(stream) = rejected {
+        if let Some((stream, counters)) = rejected {
             drop(stream);
             if self.cancel.is_cancelled() {
                 return;
             }
-            bump(&self.totals.dropped_full);
             bump(&counters.dropped_full);
             self.emit(Signal::PoolDroppedFull {
                 destination: dest.to_string(),
@@ -372,7 +382,6 @@ impl Inner {
         if let Some((conn, counters)) = victim {
             self.totals.idle.fetch_sub(1, Ordering::Relaxed);
             drop(conn);
-            bump(&self.totals.evicted);
             bump(&counters.evicted);
             self.emit(Signal::PoolEvicted {
                 destination: dest.to_string(),

@@ -2,12 +2,12 @@
 //! it while it is checked out.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
 
 use tokio::net::TcpStream;
 
-use super::connection_pool::{Arrival, Inner};
-use super::store::DestCounters;
+use super::connection_pool::Arrival;
+use super::stats::DestCounters;
 use crate::protocol::TargetAddr;
 
 /// An upstream connection serving one client. Dropping it closes the socket; only
@@ -18,32 +18,24 @@ pub struct UpstreamConn {
     lease: Option<Lease>,
 }
 
-/// Counts a checked-out connection as in use until dropped. Holds the pool weakly:
-/// a lease outliving its pool just closes its socket.
+/// Counts a checked-out connection as in use until dropped. Reaches the pool
+/// weakly, through its destination's counters: a lease outliving its pool just
+/// closes its socket.
 pub(super) struct Lease {
-    pool: Weak<Inner>,
     dest: TargetAddr,
     counters: Arc<DestCounters>,
 }
 
 impl Lease {
-    pub(super) fn new(pool: &Arc<Inner>, dest: TargetAddr, counters: Arc<DestCounters>) -> Self {
+    pub(super) fn new(dest: TargetAddr, counters: Arc<DestCounters>) -> Self {
         counters.in_use.fetch_add(1, Ordering::Relaxed);
-        pool.totals.in_use.fetch_add(1, Ordering::Relaxed);
-        Self {
-            pool: Arc::downgrade(pool),
-            dest,
-            counters,
-        }
+        Self { dest, counters }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
         self.counters.in_use.fetch_sub(1, Ordering::Relaxed);
-        if let Some(pool) = self.pool.upgrade() {
-            pool.totals.in_use.fetch_sub(1, Ordering::Relaxed);
-        }
     }
 }
 
@@ -84,7 +76,7 @@ impl UpstreamConn {
     /// moved no byte in either direction: the pool hands it out as never used.
     pub fn recycle(self) {
         let Some(lease) = self.lease else { return };
-        if let Some(pool) = lease.pool.upgrade() {
+        if let Some(pool) = lease.counters.pool.upgrade() {
             pool.put(&lease.dest, self.stream, Arrival::Returned);
         }
     }

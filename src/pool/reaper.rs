@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection_pool::Inner;
 use super::liveness;
-use super::store::{lock, IdleConn, Shard, Shards};
+use super::store::{lock, IdleConn, Shard};
 use crate::protocol::TargetAddr;
 
 /// Shortest sleep between sweeps, so a burst of expiries cannot make the reaper spin.
@@ -45,6 +45,7 @@ impl Inner {
                 shard.retain(|dest, entry| {
                     let forgotten = entry.last_demand.is_none_or(|t| now - t >= timeout);
                     if entry.is_unused() && forgotten {
+                        self.totals.retire(&entry.counters);
                         return false;
                     }
                     // `idle` is oldest first, so the expired ones are a prefix.
@@ -66,9 +67,6 @@ impl Inner {
             }
             let taken = expired.len() + to_check.iter().map(|(_, v)| v.len()).sum::<usize>();
             self.totals.idle.fetch_sub(taken, Ordering::Relaxed);
-            self.totals
-                .expired
-                .fetch_add(expired.len() as u64, Ordering::Relaxed);
             drop(expired);
             if to_check.is_empty() {
                 continue;
@@ -109,12 +107,11 @@ impl Inner {
             stale,
         } in checked
         {
-            let entry = Shards::entry(&mut shard, &dest);
+            let entry = self.shards.entry(&mut shard, &dest);
             entry
                 .counters
                 .stale
                 .fetch_add(stale as u64, Ordering::Relaxed);
-            self.totals.stale.fetch_add(stale as u64, Ordering::Relaxed);
             // Those that arrived meanwhile are already in `totals.idle`.
             let arrived = entry.idle.len();
             conns.append(&mut entry.idle);
@@ -123,9 +120,6 @@ impl Inner {
             if excess > 0 {
                 entry
                     .counters
-                    .dropped_full
-                    .fetch_add(excess as u64, Ordering::Relaxed);
-                self.totals
                     .dropped_full
                     .fetch_add(excess as u64, Ordering::Relaxed);
                 overflow.extend(conns.drain(..excess));

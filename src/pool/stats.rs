@@ -1,31 +1,128 @@
-//! Pool statistics: global atomic counters and the snapshot the API serves.
+//! Pool statistics: per-destination atomic counters, the two global gauges the
+//! limits need, and the snapshot the API serves.
+//!
+//! Each event is counted once, on its destination; global figures are sums taken
+//! when a snapshot is asked for. That keeps the hit path to one counter update and
+//! keeps threads working on different destinations off each other's cache lines.
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError, Weak};
 
 use serde::Serialize;
 
-use super::store::DestCounters;
+use super::connection_pool::Inner;
 
-/// Global counters, updated with relaxed atomics on the data path.
+/// Keeps a value on its own cache line, so two cores updating neighbouring counters
+/// do not invalidate each other's caches.
 #[derive(Debug, Default)]
-pub(super) struct Totals {
-    pub idle: AtomicUsize,
-    pub dialing: AtomicUsize,
-    pub in_use: AtomicUsize,
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub new_connections: AtomicU64,
-    pub refreshed: AtomicU64,
-    pub refill_failed: AtomicU64,
-    pub returned: AtomicU64,
-    pub expired: AtomicU64,
-    pub evicted: AtomicU64,
-    pub dropped_full: AtomicU64,
-    pub stale: AtomicU64,
+#[repr(align(128))]
+pub(super) struct Padded<T>(pub T);
+
+impl<T> Deref for Padded<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
 }
 
 pub(super) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counters of one destination, and the way back to its pool. Atomics, because
+/// leases and refill tasks update them without holding the shard lock. A lease holds
+/// this (per destination) rather than the pool itself, so checkouts on different
+/// destinations never write to a shared reference count.
+#[derive(Debug, Default)]
+pub(super) struct DestCounters {
+    pub pool: Weak<Inner>,
+    pub created: AtomicU64,
+    pub new_connections: AtomicU64,
+    pub refreshed: AtomicU64,
+    pub refill_failed: AtomicU64,
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
+    pub returned: AtomicU64,
+    pub expired: AtomicU64,
+    pub stale: AtomicU64,
+    pub evicted: AtomicU64,
+    pub dropped_full: AtomicU64,
+    pub in_use: AtomicUsize,
+}
+
+/// Plain copies of `DestCounters`, for sums.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Counts {
+    created: u64,
+    new_connections: u64,
+    refreshed: u64,
+    refill_failed: u64,
+    hits: u64,
+    misses: u64,
+    returned: u64,
+    expired: u64,
+    stale: u64,
+    evicted: u64,
+    dropped_full: u64,
+    in_use: u64,
+}
+
+impl Counts {
+    pub fn load(c: &DestCounters) -> Self {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        Self {
+            created: get(&c.created),
+            new_connections: get(&c.new_connections),
+            refreshed: get(&c.refreshed),
+            refill_failed: get(&c.refill_failed),
+            hits: get(&c.hits),
+            misses: get(&c.misses),
+            returned: get(&c.returned),
+            expired: get(&c.expired),
+            stale: get(&c.stale),
+            evicted: get(&c.evicted),
+            dropped_full: get(&c.dropped_full),
+            in_use: c.in_use.load(Ordering::Relaxed) as u64,
+        }
+    }
+
+    fn add(&mut self, o: &Self) {
+        self.created += o.created;
+        self.new_connections += o.new_connections;
+        self.refreshed += o.refreshed;
+        self.refill_failed += o.refill_failed;
+        self.hits += o.hits;
+        self.misses += o.misses;
+        self.returned += o.returned;
+        self.expired += o.expired;
+        self.stale += o.stale;
+        self.evicted += o.evicted;
+        self.dropped_full += o.dropped_full;
+        self.in_use += o.in_use;
+    }
+}
+
+/// Global state of the pool that is not per destination.
+#[derive(Debug, Default)]
+pub(super) struct Totals {
+    /// Idle connections in all shards; checked against `max_total_idle`.
+    pub idle: Padded<AtomicUsize>,
+    /// Refill dials in flight; they count against `max_total_idle` too.
+    pub dialing: Padded<AtomicUsize>,
+    /// Counts of destinations the reaper forgot, so that totals never go down.
+    retired: Mutex<Counts>,
+}
+
+impl Totals {
+    pub fn retire(&self, counters: &DestCounters) {
+        let counts = Counts::load(counters);
+        self.retired.lock().unwrap_or_else(PoisonError::into_inner).add(&counts);
+    }
+
+    fn retired(&self) -> Counts {
+        *self.retired.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 }
 
 /// A point-in-time view of the pool.
@@ -74,6 +171,34 @@ impl PoolStats {
             self.reused_connections as f64 / total as f64
         }
     }
+
+    /// Sums the per-destination rows (and what was retired) into the totals.
+    pub(super) fn from_rows(rows: Vec<(DestinationStats, Counts)>, totals: &Totals) -> Self {
+        let mut sum = totals.retired();
+        for (_, c) in &rows {
+            sum.add(c);
+        }
+        let mut per_destination: Vec<_> = rows.into_iter().map(|(d, _)| d).collect();
+        per_destination.sort_by(|a, b| a.destination.cmp(&b.destination));
+        Self {
+            total_idle: totals.idle.load(Ordering::Relaxed),
+            destinations: per_destination.len(),
+            in_use: sum.in_use as usize,
+            dialing: totals.dialing.load(Ordering::Relaxed),
+            reused_connections: sum.hits,
+            new_connections: sum.new_connections,
+            hits: sum.hits,
+            misses: sum.misses,
+            expired: sum.expired,
+            evicted: sum.evicted,
+            dropped_full: sum.dropped_full,
+            stale_on_checkout: sum.stale,
+            refreshed: sum.refreshed,
+            refill_failed: sum.refill_failed,
+            returned: sum.returned,
+            per_destination,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -97,42 +222,22 @@ pub struct DestinationStats {
 }
 
 impl DestinationStats {
-    pub(super) fn fill_counters(&mut self, c: &DestCounters) {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        self.created = get(&c.created);
-        self.hits = get(&c.hits);
-        self.misses = get(&c.misses);
-        self.dropped_full = get(&c.dropped_full);
-        self.evicted = get(&c.evicted);
-        self.expired = get(&c.expired);
-        self.stale_on_checkout = get(&c.stale);
-        self.refreshed = get(&c.refreshed);
-        self.returned = get(&c.returned);
-        self.in_use = c.in_use.load(Ordering::Relaxed);
-    }
-}
-
-impl Totals {
-    pub(super) fn snapshot(&self) -> PoolStats {
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let hits = get(&self.hits);
-        PoolStats {
-            total_idle: self.idle.load(Ordering::Relaxed),
-            destinations: 0,
-            in_use: self.in_use.load(Ordering::Relaxed),
-            dialing: self.dialing.load(Ordering::Relaxed),
-            reused_connections: hits,
-            new_connections: get(&self.new_connections),
-            hits,
-            misses: get(&self.misses),
-            expired: get(&self.expired),
-            evicted: get(&self.evicted),
-            dropped_full: get(&self.dropped_full),
-            stale_on_checkout: get(&self.stale),
-            refreshed: get(&self.refreshed),
-            refill_failed: get(&self.refill_failed),
-            returned: get(&self.returned),
-            per_destination: Vec::new(),
+    pub(super) fn new(destination: String, idle: usize, dialing: usize, c: &Counts) -> Self {
+        Self {
+            destination,
+            idle,
+            dialing,
+            in_use: c.in_use as usize,
+            created: c.created,
+            hits: c.hits,
+            misses: c.misses,
+            dropped_full: c.dropped_full,
+            evicted: c.evicted,
+            expired: c.expired,
+            stale_on_checkout: c.stale,
+            refreshed: c.refreshed,
+            returned: c.returned,
+            last_demand_secs_ago: None,
         }
     }
 }

@@ -5,14 +5,15 @@
 //! callers move sockets out and drop them after unlocking. At most one shard lock is
 //! held at a time, so there is no lock order to get wrong.
 
-use std::collections::HashMap;
-use std::hash::{BuildHasher, RandomState};
-use std::sync::atomic::{AtomicU64, AtomicUsize};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
+use hashbrown::{DefaultHashBuilder, HashMap};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::connection_pool::Inner;
+use super::stats::DestCounters;
 use crate::protocol::TargetAddr;
 
 /// An established upstream connection waiting for a client.
@@ -20,22 +21,6 @@ pub(super) struct IdleConn {
     pub stream: TcpStream,
     /// When it became idle: its age for `idle_timeout` and its rank for LRU.
     pub since: Instant,
-}
-
-/// Per-destination counters, shared with the leases handed out for the destination
-/// so that a lease can update them without taking the shard lock.
-#[derive(Debug, Default)]
-pub(super) struct DestCounters {
-    pub created: AtomicU64,
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub dropped_full: AtomicU64,
-    pub evicted: AtomicU64,
-    pub expired: AtomicU64,
-    pub stale: AtomicU64,
-    pub refreshed: AtomicU64,
-    pub returned: AtomicU64,
-    pub in_use: AtomicUsize,
 }
 
 pub(super) struct DestEntry {
@@ -49,12 +34,12 @@ pub(super) struct DestEntry {
 }
 
 impl DestEntry {
-    fn new() -> Self {
+    fn new(pool: Weak<Inner>) -> Self {
         Self {
             idle: Vec::new(),
             dialing: 0,
             last_demand: None,
-            counters: Arc::default(),
+            counters: Arc::new(DestCounters { pool, ..DestCounters::default() }),
         }
     }
 
@@ -74,22 +59,26 @@ pub(super) type Shard = HashMap<TargetAddr, DestEntry>;
 
 pub(super) struct Shards {
     shards: Box<[Mutex<Shard>]>,
-    hasher: RandomState,
+    hasher: DefaultHashBuilder,
+    /// The pool these shards belong to, for new entries' counters.
+    pool: Weak<Inner>,
 }
 
 impl Shards {
     /// A power of two of shards, a few per CPU, so two destinations rarely share a lock.
-    pub fn new() -> Self {
+    pub fn new(pool: Weak<Inner>) -> Self {
         let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
         let n = (cpus * 4).next_power_of_two().clamp(8, 256);
         Self {
             shards: (0..n).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: RandomState::new(),
+            hasher: DefaultHashBuilder::default(),
+            pool,
         }
     }
 
     pub fn lock(&self, dest: &TargetAddr) -> MutexGuard<'_, Shard> {
-        let i = self.hasher.hash_one(dest) as usize & (self.shards.len() - 1);
+        // The high bits pick the shard; the map inside uses its own hasher state.
+        let i = (self.hasher.hash_one(dest) >> 40) as usize & (self.shards.len() - 1);
         lock(&self.shards[i])
     }
 
@@ -98,12 +87,9 @@ impl Shards {
     }
 
     /// The entry for `dest`, created if needed.
-    pub fn entry<'a>(shard: &'a mut Shard, dest: &TargetAddr) -> &'a mut DestEntry {
-        // Look up before inserting so the common case does not clone the key.
-        if !shard.contains_key(dest) {
-            shard.insert(dest.clone(), DestEntry::new());
-        }
-        shard.get_mut(dest).expect("inserted above")
+    pub fn entry<'a>(&self, shard: &'a mut Shard, dest: &TargetAddr) -> &'a mut DestEntry {
+        // One hash lookup; the key is cloned only when the entry is new.
+        shard.entry_ref(dest).or_insert_with(|| DestEntry::new(self.pool.clone()))
     }
 }
 

@@ -88,6 +88,13 @@ impl TargetAddr {
     }
 }
 
+/// Lets maps keyed by `TargetAddr` insert from a borrowed key.
+impl From<&TargetAddr> for TargetAddr {
+    fn from(addr: &TargetAddr) -> Self {
+        addr.clone()
+    }
+}
+
 impl From<SocketAddr> for TargetAddr {
     fn from(addr: SocketAddr) -> Self {
         Self::Ip(addr)

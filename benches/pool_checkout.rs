@@ -1,0 +1,138 @@
+//! Pool hit path: take the newest idle connection (shard lock, expiry check,
+//! non-consuming liveness peek, lease) and give it back (shard lock, push), against
+//! a plain `Mutex<HashMap<_, VecDeque<_>>>` doing the same work under one lock.
+//!
+//! Run: `cargo bench --bench pool_checkout`. Threads 1 and 2 (this machine has 2
+//! cores); "same destination" puts every thread on one shard, "own destination"
+//! gives each thread its own.
+
+use std::collections::{HashMap, VecDeque};
+use std::mem::MaybeUninit;
+use std::net::SocketAddr;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use divan::Bencher;
+use rustsocks::pool::{ConnectionPool, PoolConfig};
+use rustsocks::protocol::TargetAddr;
+use tokio::net::TcpStream;
+use tokio::runtime::Runtime;
+
+/// Destinations, idle connections per destination.
+const DESTS: usize = 4;
+const PER_DEST: usize = 8;
+
+fn main() {
+    divan::main();
+}
+
+struct Fixture {
+    _rt: Runtime,
+    _listeners: Vec<std::net::TcpListener>,
+    dests: Vec<TargetAddr>,
+    pool: ConnectionPool,
+    baseline: Baseline,
+}
+
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let _g = rt.enter();
+        let pool = ConnectionPool::new(PoolConfig {
+            max_idle_per_dest: PER_DEST,
+            max_total_idle: DESTS * PER_DEST,
+            idle_timeout: Duration::from_secs(3600),
+            ..PoolConfig::default()
+        });
+        let baseline = Baseline::default();
+        let mut listeners = Vec::new();
+        let mut dests = Vec::new();
+        for _ in 0..DESTS {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr: SocketAddr = l.local_addr().unwrap();
+            let dest = TargetAddr::from(addr);
+            rt.block_on(async {
+                // Fill both with PER_DEST connections each, without refills: a
+                // connection is handed back before the next is dialled.
+                let mut held = Vec::new();
+                for _ in 0..PER_DEST {
+                    held.push(pool.checkout(&dest).await.unwrap());
+                    baseline.put(&dest, TcpStream::connect(addr).await.unwrap());
+                }
+                while pool.get_stats().dialing > 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                for c in held {
+                    c.recycle();
+                }
+            });
+            listeners.push(l);
+            dests.push(dest);
+        }
+        Fixture { _rt: rt, _listeners: listeners, dests, pool, baseline }
+    })
+}
+
+#[derive(Default)]
+struct Baseline {
+    map: Mutex<HashMap<TargetAddr, VecDeque<(TcpStream, Instant)>>>,
+}
+
+impl Baseline {
+    /// Pops and validates under the one lock, as a straightforward pool does.
+    fn take(&self, dest: &TargetAddr) -> Option<TcpStream> {
+        let mut map = self.map.lock().unwrap();
+        let queue = map.get_mut(dest)?;
+        while let Some((s, since)) = queue.pop_back() {
+            let mut buf = [MaybeUninit::<u8>::uninit(); 1];
+            let open = match socket2::SockRef::from(&s).peek(&mut buf) {
+                Ok(n) => n > 0,
+                Err(e) => e.kind() == std::io::ErrorKind::WouldBlock,
+            };
+            if open && since.elapsed() < Duration::from_secs(3600) {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    fn put(&self, dest: &TargetAddr, s: TcpStream) {
+        let mut map = self.map.lock().unwrap();
+        map.entry(dest.clone()).or_default().push_back((s, Instant::now()));
+    }
+}
+
+fn dest_for_thread(f: &Fixture, own: bool) -> &TargetAddr {
+    if !own {
+        return &f.dests[0];
+    }
+    // A stable per-thread index.
+    thread_local!(static IDX: usize = {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        static N: AtomicUsize = AtomicUsize::new(1);
+        N.fetch_add(1, Ordering::Relaxed)
+    });
+    &f.dests[IDX.with(|i| *i) % DESTS]
+}
+
+#[divan::bench(threads = [1, 2], args = [false, true])]
+fn sharded_pool(bencher: Bencher, own_destination: bool) {
+    let f = fixture();
+    bencher.bench(|| {
+        let dest = dest_for_thread(f, own_destination);
+        let conn = f.pool.checkout_idle(dest).expect("an idle connection");
+        conn.recycle();
+    });
+}
+
+#[divan::bench(threads = [1, 2], args = [false, true])]
+fn mutex_hashmap_baseline(bencher: Bencher, own_destination: bool) {
+    let f = fixture();
+    bencher.bench(|| {
+        let dest = dest_for_thread(f, own_destination);
+        let s = f.baseline.take(dest).expect("an idle connection");
+        f.baseline.put(dest, s);
+    });
+}
+
