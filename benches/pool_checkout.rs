@@ -37,7 +37,11 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
         let _g = rt.enter();
         let pool = ConnectionPool::new(PoolConfig {
             max_idle_per_dest: PER_DEST,
@@ -64,13 +68,19 @@ fn fixture() -> &'static Fixture {
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
                 for c in held {
-                    c.recycle();
+                    pool.recycle(c);
                 }
             });
             listeners.push(l);
             dests.push(dest);
         }
-        Fixture { _rt: rt, _listeners: listeners, dests, pool, baseline }
+        Fixture {
+            _rt: rt,
+            _listeners: listeners,
+            dests,
+            pool,
+            baseline,
+        }
     })
 }
 
@@ -99,7 +109,9 @@ impl Baseline {
 
     fn put(&self, dest: &TargetAddr, s: TcpStream) {
         let mut map = self.map.lock().unwrap();
-        map.entry(dest.clone()).or_default().push_back((s, Instant::now()));
+        map.entry(dest.clone())
+            .or_default()
+            .push_back((s, Instant::now()));
     }
 }
 
@@ -122,7 +134,7 @@ fn sharded_pool(bencher: Bencher, own_destination: bool) {
     bencher.bench(|| {
         let dest = dest_for_thread(f, own_destination);
         let conn = f.pool.checkout_idle(dest).expect("an idle connection");
-        conn.recycle();
+        f.pool.recycle(conn);
     });
 }
 
@@ -135,4 +147,3 @@ fn mutex_hashmap_baseline(bencher: Bencher, own_destination: bool) {
         f.baseline.put(dest, s);
     });
 }
-

@@ -17,7 +17,7 @@ async fn returned_unused_connection_is_reused() {
     let first = pool.get_or_connect("127.0.0.1", port).await.unwrap();
     assert!(!first.from_pool());
     let local = first.stream().local_addr().unwrap();
-    first.recycle();
+    pool.recycle(first);
     let second = pool.get_or_connect("127.0.0.1", port).await.unwrap();
     assert!(second.from_pool());
     assert_eq!(
@@ -49,7 +49,7 @@ async fn idle_connection_past_its_timeout_is_not_handed_out() {
         .await
         .unwrap();
     let local = first.stream().local_addr().unwrap();
-    first.recycle();
+    pool.recycle(first);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let second = pool
         .get_or_connect("127.0.0.1", up.addr.port())
@@ -68,7 +68,7 @@ async fn disabled_pool_dials_every_time_and_keeps_nothing() {
     for i in 1..=3 {
         let conn = connector.connect(&up.addr.into()).await.unwrap();
         assert!(!conn.from_pool() && !conn.is_recyclable());
-        conn.recycle(); // without a pool this just closes the connection
+        connector.recycle(conn); // without a pool this just closes the connection
         eventually("upstream saw a new connection", || up.accepted() == i).await;
     }
     let server = start_in_process("").await;

@@ -70,8 +70,8 @@ async fn connections_closed_by_the_peer_are_discarded_at_checkout() {
         let b = get(&pool, up.addr).await;
         eventually("growth refill landed", || pool.get_stats().dialing == 0).await;
         let idle_before = pool.get_stats().total_idle;
-        a.recycle();
-        b.recycle();
+        pool.recycle(a);
+        pool.recycle(b);
         eventually("upstream accepted all", || up.accepted() == 2 + idle_before).await;
         if reset {
             up.reset_all()
@@ -103,7 +103,7 @@ async fn reaper_removes_expired_connections_without_a_checkout() {
     });
     let conns = [get(&pool, up.addr).await, get(&pool, up.addr).await];
     for c in conns {
-        c.recycle();
+        pool.recycle(c);
     }
     assert!(pool.get_stats().total_idle >= 2);
     eventually("reaper emptied the pool", || {
@@ -121,7 +121,7 @@ async fn reaper_removes_peer_closed_connections_before_they_expire() {
         ..PoolConfig::default()
     });
     let c = get(&pool, up.addr).await;
-    c.recycle();
+    pool.recycle(c);
     up.close_all();
     eventually("reaper found the closed connection", || {
         pool.get_stats().total_idle == 0
@@ -145,7 +145,7 @@ async fn per_destination_limit_drops_extra_connections_with_a_warning() {
     ];
     eventually("refills landed", || pool.get_stats().dialing == 0).await;
     for c in conns {
-        c.recycle();
+        pool.recycle(c);
     }
     let stats = pool.get_stats();
     assert_eq!(stats.total_idle, 2);
@@ -179,7 +179,7 @@ async fn global_limit_evicts_the_least_recently_used_idle_connection() {
         get(&pool, c.addr).await,
     ];
     for conn in conns {
-        conn.recycle();
+        pool.recycle(conn);
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let stats = pool.get_stats();
@@ -209,9 +209,9 @@ async fn idle_connections_are_handed_out_newest_first() {
     let (x, y) = (get(&pool, up.addr).await, get(&pool, up.addr).await);
     eventually("refills landed", || pool.get_stats().dialing == 0).await;
     let (lx, ly) = (local(&x), local(&y));
-    x.recycle();
+    pool.recycle(x);
     tokio::time::sleep(Duration::from_millis(2)).await;
-    y.recycle();
+    pool.recycle(y);
     let first = get(&pool, up.addr).await;
     let second = get(&pool, up.addr).await;
     assert_eq!((local(&first), local(&second)), (ly, lx));
@@ -223,7 +223,7 @@ async fn stats_count_every_step() {
     let (pool, _) = pool_with(PoolConfig::default());
     let a = get(&pool, up.addr).await; // miss, new dial, no refill (first demand)
     assert_eq!(pool.get_stats().in_use, 1);
-    a.recycle(); // returned
+    pool.recycle(a); // returned
     let b = get(&pool, up.addr).await; // hit; a replacement is dialled
     assert!(b.from_pool());
     eventually("replacement landed", || pool.get_stats().refreshed == 1).await;
@@ -275,7 +275,7 @@ async fn concurrent_checkouts_keep_counts_consistent() {
             for i in 0..20 {
                 let c = pool.checkout(&addr.into()).await.expect("checkout");
                 if i % 2 == 0 {
-                    c.recycle()
+                    pool.recycle(c)
                 } else {
                     drop(c)
                 }

@@ -8,7 +8,7 @@
 //! by demand: each checkout that takes a connection dials a replacement, and a miss
 //! for a destination asked for recently dials one more.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use tokio_util::task::TaskTracker;
 use super::dial::{ConnectError, Dialer};
 use super::lease::{Lease, UpstreamConn};
 use super::liveness;
-use super::stats::{bump, Counts, DestCounters, DestinationStats, PoolStats, Totals};
+use super::stats::{bump, DestShared, DestinationStats, PoolStats, Totals};
 use super::store::{lock, IdleConn, Shards};
 use crate::config::PoolSection;
 use crate::protocol::TargetAddr;
@@ -66,6 +66,9 @@ pub(super) struct Inner {
     telemetry: Option<Telemetry>,
     /// Stops the reaper and refills; cancelled on shutdown or when the pool is dropped.
     cancel: CancellationToken,
+    /// Set on shutdown. Checked on the hit path instead of `cancel.is_cancelled()`,
+    /// which takes a lock inside the token.
+    closed: AtomicBool,
     tasks: TaskTracker,
 }
 
@@ -78,8 +81,8 @@ impl Drop for Inner {
 /// The outcome of looking for an idle connection.
 struct Taken {
     conn: Option<UpstreamConn>,
-    /// The destination's counters, when no connection carries them in its lease.
-    counters: Option<Arc<DestCounters>>,
+    /// The destination's shared counters, when no lease carries them.
+    shared: Option<Arc<DestShared>>,
     /// `dest` was asked for within `idle_timeout` before this request.
     recent_demand: bool,
 }
@@ -106,13 +109,14 @@ impl ConnectionPool {
     }
 
     pub fn with_telemetry(config: PoolConfig, telemetry: Option<Telemetry>) -> Self {
-        let inner = Arc::new_cyclic(|me| Inner {
+        let inner = Arc::new(Inner {
             dialer: Dialer::new(config.connect_timeout),
             config,
-            shards: Shards::new(me.clone()),
+            shards: Shards::new(),
             totals: Totals::default(),
             telemetry,
             cancel: CancellationToken::new(),
+            closed: AtomicBool::new(false),
             tasks: TaskTracker::new(),
         });
         let reaper = super::reaper::run(Arc::downgrade(&inner), inner.cancel.clone());
@@ -140,81 +144,101 @@ impl ConnectionPool {
     /// A connection to `dest`: the newest live idle one, or a new dial.
     pub async fn checkout(&self, dest: &TargetAddr) -> Result<UpstreamConn, ConnectError> {
         let taken = self.take_idle(dest);
-        match (taken.conn, taken.counters) {
+        match (taken.conn, taken.shared) {
             (Some(conn), _) => {
                 self.inner.refill(dest, Refill::Replacement);
                 Ok(conn)
             }
-            (None, Some(counters)) => self.miss(dest, counters, taken.recent_demand).await,
-            (None, None) => unreachable!("take_idle returns counters whenever it finds no connection"),
+            (None, Some(shared)) => self.miss(dest, shared, taken.recent_demand).await,
+            (None, None) => {
+                unreachable!("take_idle returns the counters whenever it finds no connection")
+            }
         }
     }
 
     /// The newest live idle connection to `dest`, if there is one; never dials and
     /// starts no refill. Counts as demand for `dest` (a hit or a miss).
     pub fn checkout_idle(&self, dest: &TargetAddr) -> Option<UpstreamConn> {
-        let taken = self.take_idle(dest);
-        if let Some(counters) = &taken.counters {
-            bump(&counters.misses);
-        }
-        taken.conn
+        self.take_idle(dest).conn
     }
 
     /// Pops idle connections, newest first, until one is live. Expired and closed
-    /// ones are counted and closed, outside the shard lock.
+    /// ones are counted and closed, outside the shard lock. A miss is counted here.
     fn take_idle(&self, dest: &TargetAddr) -> Taken {
         let inner = &self.inner;
         let now = Instant::now();
         let mut recent_demand = None;
         loop {
-            let (idle, counters) = {
+            let (idle, shared) = {
                 let mut shard = inner.shards.lock(dest);
-                let entry = inner.shards.entry(&mut shard, dest);
+                let entry = Shards::entry(&mut shard, dest);
                 if recent_demand.is_none() {
-                    let recent = entry.last_demand.is_some_and(|t| now - t < inner.config.idle_timeout);
+                    let recent = entry
+                        .last_demand
+                        .is_some_and(|t| now - t < inner.config.idle_timeout);
                     recent_demand = Some(recent);
                     entry.last_demand = Some(now);
                 }
-                (entry.idle.pop(), Arc::clone(&entry.counters))
+                let idle = entry.idle.pop();
+                if idle.is_some() {
+                    entry.tally.popped += 1;
+                } else {
+                    entry.tally.misses += 1;
+                }
+                (idle, Arc::clone(&entry.shared))
             };
             let recent_demand = recent_demand == Some(true);
             let Some(conn) = idle else {
-                return Taken { conn: None, counters: Some(counters), recent_demand };
+                return Taken {
+                    conn: None,
+                    shared: Some(shared),
+                    recent_demand,
+                };
             };
             inner.totals.idle.fetch_sub(1, Ordering::Relaxed);
             if now.saturating_duration_since(conn.since) >= inner.config.idle_timeout {
-                bump(&counters.expired);
+                bump(&shared.discarded_expired);
                 continue;
             }
             if !liveness::is_open(&conn.stream) {
-                bump(&counters.stale);
+                bump(&shared.discarded_stale);
                 continue;
             }
-            bump(&counters.hits);
-            let lease = Lease::new(dest.clone(), counters);
+            let lease = Lease::new(dest.clone(), shared);
             let conn = Some(UpstreamConn::leased(conn.stream, true, lease));
-            return Taken { conn, counters: None, recent_demand };
+            return Taken {
+                conn,
+                shared: None,
+                recent_demand,
+            };
         }
     }
 
     async fn miss(
         &self,
         dest: &TargetAddr,
-        counters: Arc<DestCounters>,
+        shared: Arc<DestShared>,
         recent_demand: bool,
     ) -> Result<UpstreamConn, ConnectError> {
-        let inner = &self.inner;
-        bump(&counters.misses);
-        let stream = inner.dialer.dial(dest).await?;
-        bump(&counters.new_connections);
-        bump(&counters.created);
+        let stream = self.inner.dialer.dial(dest).await?;
+        bump(&shared.new_connections);
         // Grow only for a destination that was asked for before: a one-off request
         // must not leave a spare connection nobody will use.
         if recent_demand {
-            inner.refill(dest, Refill::Growth);
+            self.inner.refill(dest, Refill::Growth);
         }
-        let lease = Lease::new(dest.clone(), counters);
+        let lease = Lease::new(dest.clone(), shared);
         Ok(UpstreamConn::leased(stream, false, lease))
+    }
+
+    /// Gives a connection back for another client. Call it only when its session
+    /// moved no byte in either direction: the pool hands it out as never used. A
+    /// connection that did not come from this pool is just closed.
+    pub fn recycle(&self, conn: UpstreamConn) {
+        let (stream, lease) = conn.into_parts();
+        if let Some(lease) = lease {
+            self.inner.put(&lease.dest, stream, Arrival::Returned);
+        }
     }
 
     /// A snapshot of the counters and of every tracked destination.
@@ -225,8 +249,13 @@ impl ConnectionPool {
         for m in inner.shards.iter() {
             let shard = lock(m);
             for (dest, entry) in shard.iter() {
-                let counts = Counts::load(&entry.counters);
-                let mut row = DestinationStats::new(dest.to_string(), entry.idle.len(), entry.dialing, &counts);
+                let counts = entry.counts();
+                let mut row = DestinationStats::new(
+                    dest.to_string(),
+                    entry.idle.len(),
+                    entry.dialing,
+                    &counts,
+                );
                 row.last_demand_secs_ago = entry.last_demand.map(|t| (now - t).as_secs_f64());
                 rows.push((row, counts));
             }
@@ -243,6 +272,7 @@ impl ConnectionPool {
     /// Connections in use are unaffected; they are closed by their sessions.
     pub async fn shutdown(&self) {
         let inner = &self.inner;
+        inner.closed.store(true, Ordering::Relaxed);
         inner.cancel.cancel();
         inner.tasks.close();
         inner.tasks.wait().await;
@@ -257,9 +287,13 @@ impl ConnectionPool {
 }
 
 impl Inner {
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Relaxed)
+    }
+
     /// Starts a background dial for `dest` if the limits allow it.
     fn refill(self: &Arc<Self>, dest: &TargetAddr, kind: Refill) {
-        if self.cancel.is_cancelled() {
+        if self.is_closed() {
             return;
         }
         let pending =
@@ -269,7 +303,7 @@ impl Inner {
         }
         {
             let mut shard = self.shards.lock(dest);
-            let entry = self.shards.entry(&mut shard, dest);
+            let entry = Shards::entry(&mut shard, dest);
             if kind == Refill::Growth
                 && entry.idle.len() + entry.dialing >= self.config.max_idle_per_dest
             {
@@ -294,10 +328,10 @@ impl Inner {
                 }
                 other => {
                     let mut shard = inner.shards.lock(&dest);
-                    let entry = inner.shards.entry(&mut shard, &dest);
+                    let entry = Shards::entry(&mut shard, &dest);
                     entry.dialing = entry.dialing.saturating_sub(1);
                     if let Some(Err(e)) = other {
-                        bump(&entry.counters.refill_failed);
+                        entry.tally.refill_failed += 1;
                         tracing::debug!(dest = %dest, error = %e, "pool refill failed");
                     }
                     drop(shard);
@@ -311,17 +345,19 @@ impl Inner {
     pub(super) fn put(&self, dest: &TargetAddr, stream: TcpStream, arrival: Arrival) {
         let rejected = {
             let mut shard = self.shards.lock(dest);
-            let entry = self.shards.entry(&mut shard, dest);
+            let entry = Shards::entry(&mut shard, dest);
             match arrival {
                 Arrival::Refill => {
                     entry.dialing = entry.dialing.saturating_sub(1);
-                    bump(&entry.counters.refreshed);
-                    bump(&entry.counters.created);
+                    entry.tally.refreshed += 1;
                 }
-                Arrival::Returned => bump(&entry.counters.returned),
+                Arrival::Returned => entry.tally.returned += 1,
             }
-            if self.cancel.is_cancelled() || entry.idle.len() >= self.config.max_idle_per_dest {
-                Some((stream, Arc::clone(&entry.counters)))
+            if self.is_closed() {
+                Some(stream)
+            } else if entry.idle.len() >= self.config.max_idle_per_dest {
+                entry.tally.dropped_full += 1;
+                Some(stream)
             } else {
                 entry.idle.push(IdleConn {
                     stream,
@@ -333,12 +369,11 @@ impl Inner {
         if arrival == Arrival::Refill {
             self.totals.dialing.fetch_sub(1, Ordering::Relaxed);
         }
-        if let Some((stream, counters)) = rejected {
+        if let Some(stream) = rejected {
             drop(stream);
-            if self.cancel.is_cancelled() {
+            if self.is_closed() {
                 return;
             }
-            bump(&counters.dropped_full);
             self.emit(Signal::PoolDroppedFull {
                 destination: dest.to_string(),
                 limit: self.config.max_idle_per_dest,
@@ -374,15 +409,15 @@ impl Inner {
             }
             match shard.get_mut(&dest) {
                 Some(entry) if !entry.idle.is_empty() => {
-                    Some((entry.idle.remove(0), Arc::clone(&entry.counters)))
+                    entry.tally.evicted += 1;
+                    Some(entry.idle.remove(0))
                 }
                 _ => None,
             }
         };
-        if let Some((conn, counters)) = victim {
+        if let Some(conn) = victim {
             self.totals.idle.fetch_sub(1, Ordering::Relaxed);
             drop(conn);
-            bump(&counters.evicted);
             self.emit(Signal::PoolEvicted {
                 destination: dest.to_string(),
                 limit: self.config.max_total_idle,

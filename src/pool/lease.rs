@@ -6,36 +6,33 @@ use std::sync::Arc;
 
 use tokio::net::TcpStream;
 
-use super::connection_pool::Arrival;
-use super::stats::DestCounters;
+use super::stats::DestShared;
 use crate::protocol::TargetAddr;
 
 /// An upstream connection serving one client. Dropping it closes the socket; only
-/// `recycle` gives it back to the pool.
+/// `ConnectionPool::recycle` (or `Connector::recycle`) gives it back to a pool.
 pub struct UpstreamConn {
     stream: TcpStream,
     from_pool: bool,
     lease: Option<Lease>,
 }
 
-/// Counts a checked-out connection as in use until dropped. Reaches the pool
-/// weakly, through its destination's counters: a lease outliving its pool just
-/// closes its socket.
+/// Counts a checked-out connection as in use until dropped.
 pub(super) struct Lease {
-    dest: TargetAddr,
-    counters: Arc<DestCounters>,
+    pub dest: TargetAddr,
+    shared: Arc<DestShared>,
 }
 
 impl Lease {
-    pub(super) fn new(dest: TargetAddr, counters: Arc<DestCounters>) -> Self {
-        counters.in_use.fetch_add(1, Ordering::Relaxed);
-        Self { dest, counters }
+    /// The caller has already counted the checkout (a pop or a new connection).
+    pub(super) fn new(dest: TargetAddr, shared: Arc<DestShared>) -> Self {
+        Self { dest, shared }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.counters.in_use.fetch_sub(1, Ordering::Relaxed);
+        self.shared.released.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -67,18 +64,14 @@ impl UpstreamConn {
         self.from_pool
     }
 
-    /// True when a pool would take this connection back (pooling is enabled).
+    /// True when it came from a pool, which would take it back if it stays unused.
     pub fn is_recyclable(&self) -> bool {
         self.lease.is_some()
     }
 
-    /// Gives the connection back for another client. Call it only when the session
-    /// moved no byte in either direction: the pool hands it out as never used.
-    pub fn recycle(self) {
-        let Some(lease) = self.lease else { return };
-        if let Some(pool) = lease.counters.pool.upgrade() {
-            pool.put(&lease.dest, self.stream, Arrival::Returned);
-        }
+    /// The socket and, for a pooled connection, its lease (ended when dropped).
+    pub(super) fn into_parts(self) -> (TcpStream, Option<Lease>) {
+        (self.stream, self.lease)
     }
 
     pub fn into_stream(self) -> TcpStream {

@@ -50,6 +50,14 @@ impl Connector {
         }
     }
 
+    /// Gives an unused connection back to the pool (see `ConnectionPool::recycle`);
+    /// without a pool, closes it.
+    pub fn recycle(&self, conn: UpstreamConn) {
+        if let Some(pool) = &self.pool {
+            pool.recycle(conn);
+        }
+    }
+
     pub fn pool(&self) -> Option<&ConnectionPool> {
         self.pool.as_ref()
     }

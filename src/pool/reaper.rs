@@ -10,7 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::connection_pool::Inner;
 use super::liveness;
-use super::store::{lock, IdleConn, Shard};
+use super::store::{lock, IdleConn, Shard, Shards};
 use crate::protocol::TargetAddr;
 
 /// Shortest sleep between sweeps, so a burst of expiries cannot make the reaper spin.
@@ -45,7 +45,7 @@ impl Inner {
                 shard.retain(|dest, entry| {
                     let forgotten = entry.last_demand.is_none_or(|t| now - t >= timeout);
                     if entry.is_unused() && forgotten {
-                        self.totals.retire(&entry.counters);
+                        self.totals.retire(entry.counts());
                         return false;
                     }
                     // `idle` is oldest first, so the expired ones are a prefix.
@@ -53,10 +53,7 @@ impl Inner {
                         .idle
                         .partition_point(|c| now.saturating_duration_since(c.since) >= timeout);
                     if n > 0 {
-                        entry
-                            .counters
-                            .expired
-                            .fetch_add(n as u64, Ordering::Relaxed);
+                        entry.tally.expired += n as u64;
                         expired.extend(entry.idle.drain(..n));
                     }
                     if !entry.idle.is_empty() {
@@ -107,21 +104,15 @@ impl Inner {
             stale,
         } in checked
         {
-            let entry = self.shards.entry(&mut shard, &dest);
-            entry
-                .counters
-                .stale
-                .fetch_add(stale as u64, Ordering::Relaxed);
+            let entry = Shards::entry(&mut shard, &dest);
+            entry.tally.stale += stale as u64;
             // Those that arrived meanwhile are already in `totals.idle`.
             let arrived = entry.idle.len();
             conns.append(&mut entry.idle);
             conns.sort_by_key(|c| c.since);
             let excess = conns.len().saturating_sub(self.config.max_idle_per_dest);
             if excess > 0 {
-                entry
-                    .counters
-                    .dropped_full
-                    .fetch_add(excess as u64, Ordering::Relaxed);
+                entry.tally.dropped_full += excess as u64;
                 overflow.extend(conns.drain(..excess));
             }
             if let Some(first) = conns.first() {

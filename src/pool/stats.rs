@@ -7,11 +7,9 @@
 
 use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, PoisonError, Weak};
+use std::sync::{Mutex, PoisonError};
 
 use serde::Serialize;
-
-use super::connection_pool::Inner;
 
 /// Keeps a value on its own cache line, so two cores updating neighbouring counters
 /// do not invalidate each other's caches.
@@ -30,28 +28,37 @@ pub(super) fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
-/// Counters of one destination, and the way back to its pool. Atomics, because
-/// leases and refill tasks update them without holding the shard lock. A lease holds
-/// this (per destination) rather than the pool itself, so checkouts on different
-/// destinations never write to a shared reference count.
-#[derive(Debug, Default)]
-pub(super) struct DestCounters {
-    pub pool: Weak<Inner>,
-    pub created: AtomicU64,
-    pub new_connections: AtomicU64,
-    pub refreshed: AtomicU64,
-    pub refill_failed: AtomicU64,
-    pub hits: AtomicU64,
-    pub misses: AtomicU64,
-    pub returned: AtomicU64,
-    pub expired: AtomicU64,
-    pub stale: AtomicU64,
-    pub evicted: AtomicU64,
-    pub dropped_full: AtomicU64,
-    pub in_use: AtomicUsize,
+/// Counts of one destination that change only under its shard lock: plain integers,
+/// no atomic traffic.
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct Tally {
+    /// Idle connections taken for a checkout (before validation).
+    pub popped: u64,
+    pub misses: u64,
+    pub returned: u64,
+    pub refreshed: u64,
+    pub refill_failed: u64,
+    /// Found expired or peer-closed by the reaper.
+    pub expired: u64,
+    pub stale: u64,
+    pub evicted: u64,
+    pub dropped_full: u64,
 }
 
-/// Plain copies of `DestCounters`, for sums.
+/// Counts of one destination that change outside the shard lock. A lease holds
+/// this (per destination, not the pool), so checkouts on different destinations
+/// never write to a shared cache line.
+#[derive(Debug, Default)]
+pub(super) struct DestShared {
+    pub new_connections: AtomicU64,
+    /// Popped at checkout, then found expired or closed by the peer.
+    pub discarded_expired: AtomicU64,
+    pub discarded_stale: AtomicU64,
+    /// Leases ended (connection closed or given back).
+    pub released: AtomicU64,
+}
+
+/// All counts of one destination, as plain numbers for sums and snapshots.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Counts {
     created: u64,
@@ -65,25 +72,33 @@ pub(super) struct Counts {
     stale: u64,
     evicted: u64,
     dropped_full: u64,
-    in_use: u64,
+    pub in_use: u64,
 }
 
 impl Counts {
-    pub fn load(c: &DestCounters) -> Self {
+    /// Combines a tally read under the shard lock with the shared atomics. Derived
+    /// figures saturate: a checkout between the two reads can make them lag by one.
+    pub fn of(t: &Tally, s: &DestShared) -> Self {
         let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let (new, exp, stale) = (
+            get(&s.new_connections),
+            get(&s.discarded_expired),
+            get(&s.discarded_stale),
+        );
+        let hits = t.popped.saturating_sub(exp + stale);
         Self {
-            created: get(&c.created),
-            new_connections: get(&c.new_connections),
-            refreshed: get(&c.refreshed),
-            refill_failed: get(&c.refill_failed),
-            hits: get(&c.hits),
-            misses: get(&c.misses),
-            returned: get(&c.returned),
-            expired: get(&c.expired),
-            stale: get(&c.stale),
-            evicted: get(&c.evicted),
-            dropped_full: get(&c.dropped_full),
-            in_use: c.in_use.load(Ordering::Relaxed) as u64,
+            created: new + t.refreshed,
+            new_connections: new,
+            refreshed: t.refreshed,
+            refill_failed: t.refill_failed,
+            hits,
+            misses: t.misses,
+            returned: t.returned,
+            expired: t.expired + exp,
+            stale: t.stale + stale,
+            evicted: t.evicted,
+            dropped_full: t.dropped_full,
+            in_use: (hits + new).saturating_sub(get(&s.released)),
         }
     }
 
@@ -115,9 +130,11 @@ pub(super) struct Totals {
 }
 
 impl Totals {
-    pub fn retire(&self, counters: &DestCounters) {
-        let counts = Counts::load(counters);
-        self.retired.lock().unwrap_or_else(PoisonError::into_inner).add(&counts);
+    pub fn retire(&self, counts: Counts) {
+        self.retired
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .add(&counts);
     }
 
     fn retired(&self) -> Counts {

@@ -6,14 +6,13 @@
 //! held at a time, so there is no lock order to get wrong.
 
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use hashbrown::{DefaultHashBuilder, HashMap};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use super::connection_pool::Inner;
-use super::stats::DestCounters;
+use super::stats::{Counts, DestShared, Tally};
 use crate::protocol::TargetAddr;
 
 /// An established upstream connection waiting for a client.
@@ -30,28 +29,28 @@ pub(super) struct DestEntry {
     pub dialing: usize,
     /// The last checkout request; drives the "recent demand" rule of refills.
     pub last_demand: Option<Instant>,
-    pub counters: Arc<DestCounters>,
+    pub tally: Tally,
+    pub shared: Arc<DestShared>,
 }
 
 impl DestEntry {
-    fn new(pool: Weak<Inner>) -> Self {
+    fn new() -> Self {
         Self {
             idle: Vec::new(),
             dialing: 0,
             last_demand: None,
-            counters: Arc::new(DestCounters { pool, ..DestCounters::default() }),
+            tally: Tally::default(),
+            shared: Arc::default(),
         }
+    }
+
+    pub fn counts(&self) -> Counts {
+        Counts::of(&self.tally, &self.shared)
     }
 
     /// An entry that holds nothing and owes nothing can be forgotten.
     pub fn is_unused(&self) -> bool {
-        self.idle.is_empty()
-            && self.dialing == 0
-            && self
-                .counters
-                .in_use
-                .load(std::sync::atomic::Ordering::Relaxed)
-                == 0
+        self.idle.is_empty() && self.dialing == 0 && self.counts().in_use == 0
     }
 }
 
@@ -60,19 +59,16 @@ pub(super) type Shard = HashMap<TargetAddr, DestEntry>;
 pub(super) struct Shards {
     shards: Box<[Mutex<Shard>]>,
     hasher: DefaultHashBuilder,
-    /// The pool these shards belong to, for new entries' counters.
-    pool: Weak<Inner>,
 }
 
 impl Shards {
     /// A power of two of shards, a few per CPU, so two destinations rarely share a lock.
-    pub fn new(pool: Weak<Inner>) -> Self {
+    pub fn new() -> Self {
         let cpus = std::thread::available_parallelism().map_or(4, |n| n.get());
         let n = (cpus * 4).next_power_of_two().clamp(8, 256);
         Self {
             shards: (0..n).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: DefaultHashBuilder::default(),
-            pool,
         }
     }
 
@@ -87,9 +83,9 @@ impl Shards {
     }
 
     /// The entry for `dest`, created if needed.
-    pub fn entry<'a>(&self, shard: &'a mut Shard, dest: &TargetAddr) -> &'a mut DestEntry {
+    pub fn entry<'a>(shard: &'a mut Shard, dest: &TargetAddr) -> &'a mut DestEntry {
         // One hash lookup; the key is cloned only when the entry is new.
-        shard.entry_ref(dest).or_insert_with(|| DestEntry::new(self.pool.clone()))
+        shard.entry_ref(dest).or_insert_with(DestEntry::new)
     }
 }
 

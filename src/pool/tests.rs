@@ -113,10 +113,10 @@ async fn sweep_closes_the_expired_prefix_and_sleeps_until_the_next_expiry() {
     while pool.get_stats().dialing > 0 {
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
-    older.recycle();
+    pool.recycle(older);
     let t1 = tokio::time::Instant::now();
     tokio::time::sleep(Duration::from_millis(30)).await;
-    newer.recycle();
+    pool.recycle(newer);
     let inner = pool.inner_for_tests();
     assert_eq!(pool.get_stats().total_idle, 3);
     // Just before anything expires: nothing goes.
@@ -143,7 +143,7 @@ async fn nothing_is_pooled_after_shutdown() {
     pool.shutdown().await;
     let (stream, _) = pair().await;
     pool.inner_for_tests().put(&dest, stream, Arrival::Refill);
-    conn.recycle();
+    pool.recycle(conn);
     let s = pool.get_stats();
     assert_eq!((s.total_idle, s.dropped_full), (0, 0));
 }

@@ -92,7 +92,7 @@ async fn run(
     let end = relay::run(&client, upstream.stream(), &req.early_data, &counters, opts).await?;
     if end == RelayEnd::Unused {
         // Not a byte went either way: the connection is as clean as a new one.
-        upstream.recycle();
+        ctx.connector.recycle(upstream);
     }
     Ok(end)
 }

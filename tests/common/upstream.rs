@@ -27,7 +27,14 @@ where
     F: FnOnce(TcpListener) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    // A deep accept queue: stress tests dial hundreds of connections at once, and
+    // an overflowing queue drops SYNs (a 1 s retransmit for the client).
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket
+        .bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())
+        .expect("bind upstream");
+    socket.listen(4096).unwrap();
+    let std_listener: std::net::TcpListener = socket.into();
     std_listener.set_nonblocking(true).unwrap();
     let addr = std_listener.local_addr().unwrap();
     let _guard = runtime().enter();
