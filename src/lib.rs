@@ -5,10 +5,13 @@
 //! request, decoded by `protocol`) → `pool` (connector: pooled connection or direct dial) →
 //! `server::relay` (both directions, half-close, byte counts).
 //! `config` holds the typed configuration every stage is built from; `telemetry` is
-//! the operational event feed the stages report into.
+//! the operational event feed the stages report into, `metrics` the Prometheus
+//! counters; `api` serves both, and the pool's statistics, over HTTP.
 
+pub mod api;
 pub mod auth;
 pub mod config;
+pub mod metrics;
 pub mod pool;
 pub mod protocol;
 pub mod server;

@@ -1,24 +1,35 @@
-//! Operational event feed: a bounded, in-process record of things an operator should
-//! know about (pool evictions and drops, later upstream failures and limits).
+//! Operational event feed: a bounded, in-process record of what an operator should
+//! know about: pool evictions and drops, failing upstreams, failed logins, the
+//! connection limit, configuration warnings.
 //!
 //! Stages emit typed `Signal`s with `try_send` on a bounded channel, so the data path
-//! never waits and never builds JSON; a background task turns them into `Event`s and
-//! keeps the newest `capacity` of them for the API. When the channel is full a signal
-//! is dropped and counted in `lost`.
+//! never waits and never formats anything; one background task turns them into
+//! `Event`s, keeps the newest `max_events` of them for at most `retention_hours`, and
+//! broadcasts each to live subscribers (the API's event stream). Signals that repeat
+//! (an upstream refusing every connection, a client guessing passwords) are summed
+//! per subject over `aggregation_interval_secs` into one event with a count. When the
+//! channel is full a signal is dropped and counted in `lost`.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::net::IpAddr;
+use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::config::TelemetryConfig;
 
 /// Signals waiting to be recorded; beyond this they are counted as lost.
-const CHANNEL_CAPACITY: usize = 1024;
+const CHANNEL_CAPACITY: usize = 4096;
+/// Events buffered per live subscriber; a slower subscriber skips ahead.
+const SUBSCRIBER_BUFFER: usize = 256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
@@ -30,6 +41,45 @@ pub enum Severity {
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     ConnectionPool,
+    Upstream,
+    Auth,
+    Limits,
+    Config,
+}
+
+/// The names accepted by `FromStr` (and the API's filters).
+impl Severity {
+    pub const NAMES: &'static str = "info, warning, error";
+}
+
+impl Category {
+    pub const NAMES: &'static str = "connection_pool, upstream, auth, limits, config";
+}
+
+impl FromStr for Severity {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "info" => Ok(Self::Info),
+            "warning" => Ok(Self::Warning),
+            "error" => Ok(Self::Error),
+            _ => Err(()),
+        }
+    }
+}
+
+impl FromStr for Category {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "connection_pool" => Ok(Self::ConnectionPool),
+            "upstream" => Ok(Self::Upstream),
+            "auth" => Ok(Self::Auth),
+            "limits" => Ok(Self::Limits),
+            "config" => Ok(Self::Config),
+            _ => Err(()),
+        }
+    }
 }
 
 /// What a stage reports. Typed, so the stage does no formatting.
@@ -40,13 +90,21 @@ pub enum Signal {
     /// A connection came back to a destination already holding its limit of idle
     /// connections, and was closed.
     PoolDroppedFull { destination: String, limit: usize },
+    /// A dial for a client failed (aggregated per destination).
+    UpstreamConnectFailed { destination: String, error: String },
+    /// A login failed (aggregated per client address).
+    AuthFailed { client: IpAddr, user: String },
+    /// The listener paused at `max_connections` (aggregated).
+    MaxConnectionsReached { limit: usize },
+    /// Something in the configuration worth a look, found at start-up.
+    ConfigWarning { message: String },
 }
 
 /// One recorded event, as the API serves it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Event {
     pub id: u64,
-    #[serde(with = "unix_millis")]
+    #[serde(serialize_with = "rfc3339")]
     pub timestamp: SystemTime,
     pub severity: Severity,
     pub category: Category,
@@ -54,42 +112,23 @@ pub struct Event {
     pub details: serde_json::Value,
 }
 
-impl Event {
-    fn from_signal(id: u64, signal: Signal) -> Self {
-        let (severity, category, message, details) = match signal {
-            Signal::PoolEvicted { destination, limit } => (
-                Severity::Warning,
-                Category::ConnectionPool,
-                format!("evicted the least recently used idle connection (to {destination}): max_total_idle = {limit} reached"),
-                json!({ "destination": destination, "limit": limit, "limit_key": "server.pool.max_total_idle" }),
-            ),
-            Signal::PoolDroppedFull { destination, limit } => (
-                Severity::Warning,
-                Category::ConnectionPool,
-                format!("closed a returned connection to {destination}: max_idle_per_dest = {limit} reached"),
-                json!({ "destination": destination, "limit": limit, "limit_key": "server.pool.max_idle_per_dest" }),
-            ),
-        };
-        Self {
-            id,
-            timestamp: SystemTime::now(),
-            severity,
-            category,
-            message,
-            details,
-        }
-    }
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*t))
 }
 
-mod unix_millis {
-    use std::time::{SystemTime, UNIX_EPOCH};
+/// Which events a reader wants.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    pub severity: Option<Severity>,
+    pub category: Option<Category>,
+    pub since: Option<SystemTime>,
+}
 
-    pub fn serialize<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-        let ms = t
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis())
-            .unwrap_or(0);
-        s.serialize_u64(ms as u64)
+impl EventFilter {
+    pub fn matches(&self, e: &Event) -> bool {
+        self.severity.is_none_or(|s| e.severity == s)
+            && self.category.is_none_or(|c| e.category == c)
+            && self.since.is_none_or(|t| e.timestamp >= t)
     }
 }
 
@@ -100,34 +139,54 @@ pub struct Telemetry {
     store: Arc<Store>,
 }
 
+impl fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Telemetry")
+            .field("lost", &self.lost())
+            .finish()
+    }
+}
+
 struct Store {
     events: Mutex<VecDeque<Event>>,
     capacity: usize,
+    retention: Duration,
     lost: AtomicU64,
+    live: broadcast::Sender<Event>,
+}
+
+impl Store {
+    fn record(&self, event: Event) {
+        let _ = self.live.send(event.clone());
+        let mut events = self.events.lock().unwrap_or_else(PoisonError::into_inner);
+        if events.len() == self.capacity {
+            events.pop_front();
+        }
+        events.push_back(event);
+        let cutoff = SystemTime::now().checked_sub(self.retention);
+        while events
+            .front()
+            .is_some_and(|e| cutoff.is_some_and(|c| e.timestamp < c))
+        {
+            events.pop_front();
+        }
+    }
 }
 
 impl Telemetry {
-    /// Starts the recording task; it ends when the last handle is dropped.
-    pub fn start(capacity: usize) -> Self {
-        let (tx, mut rx) = mpsc::channel(CHANNEL_CAPACITY);
+    /// Starts the recording task (inside a Tokio runtime); it ends when the last
+    /// handle is dropped, after recording what is still aggregated.
+    pub fn start(config: &TelemetryConfig) -> Self {
+        let (tx, rx) = mpsc::channel(CHANNEL_CAPACITY);
         let store = Arc::new(Store {
-            events: Mutex::new(VecDeque::with_capacity(capacity.min(4096))),
-            capacity: capacity.max(1),
+            events: Mutex::new(VecDeque::new()),
+            capacity: config.max_events.max(1),
+            retention: config.retention(),
             lost: AtomicU64::new(0),
+            live: broadcast::channel(SUBSCRIBER_BUFFER).0,
         });
-        let sink = Arc::clone(&store);
-        tokio::spawn(async move {
-            let mut next_id = 1;
-            while let Some(signal) = rx.recv().await {
-                let event = Event::from_signal(next_id, signal);
-                next_id += 1;
-                let mut events = sink.events.lock().unwrap_or_else(PoisonError::into_inner);
-                if events.len() == sink.capacity {
-                    events.pop_front();
-                }
-                events.push_back(event);
-            }
-        });
+        let interval = config.aggregation_interval().max(Duration::from_millis(10));
+        tokio::spawn(run(rx, Arc::clone(&store), interval));
         Self { tx, store }
     }
 
@@ -138,14 +197,31 @@ impl Telemetry {
         }
     }
 
-    /// Up to `limit` events, newest first.
-    pub fn recent(&self, limit: usize) -> Vec<Event> {
+    /// Up to `limit` matching events, newest first, within the retention period.
+    pub fn events(&self, filter: &EventFilter, limit: usize) -> Vec<Event> {
+        let cutoff = SystemTime::now().checked_sub(self.store.retention);
         let events = self
             .store
             .events
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        events.iter().rev().take(limit).cloned().collect()
+        events
+            .iter()
+            .rev()
+            .filter(|e| cutoff.is_none_or(|c| e.timestamp >= c) && filter.matches(e))
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Up to `limit` events of any kind, newest first.
+    pub fn recent(&self, limit: usize) -> Vec<Event> {
+        self.events(&EventFilter::default(), limit)
+    }
+
+    /// Every event recorded from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.store.live.subscribe()
     }
 
     /// Signals dropped because the channel was full.
@@ -154,25 +230,157 @@ impl Telemetry {
     }
 }
 
+/// Subjects whose signals are summed per interval.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum AggKey {
+    Upstream(String),
+    Auth(IpAddr),
+    MaxConnections,
+}
+
+/// What was summed for one subject in the current interval.
+struct Tally {
+    count: u64,
+    /// The most recent detail (error text, user name, limit).
+    last: String,
+}
+
+async fn run(mut rx: mpsc::Receiver<Signal>, store: Arc<Store>, interval: Duration) {
+    let mut next_id = 1u64;
+    let mut pending: HashMap<AggKey, Tally> = HashMap::new();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            signal = rx.recv() => match signal {
+                Some(signal) => match aggregate_key(&signal) {
+                    Some((key, detail)) => {
+                        let t = pending.entry(key).or_insert(Tally { count: 0, last: String::new() });
+                        t.count += 1;
+                        t.last = detail;
+                    }
+                    None => store.record(event(&mut next_id, signal)),
+                },
+                None => break,
+            },
+            _ = ticker.tick() => flush(&mut pending, &store, &mut next_id, interval),
+        }
+    }
+    flush(&mut pending, &store, &mut next_id, interval);
+}
+
+fn aggregate_key(signal: &Signal) -> Option<(AggKey, String)> {
+    match signal {
+        Signal::UpstreamConnectFailed { destination, error } => {
+            Some((AggKey::Upstream(destination.clone()), error.clone()))
+        }
+        Signal::AuthFailed { client, user } => Some((AggKey::Auth(*client), user.clone())),
+        Signal::MaxConnectionsReached { limit } => {
+            Some((AggKey::MaxConnections, limit.to_string()))
+        }
+        _ => None,
+    }
+}
+
+fn flush(
+    pending: &mut HashMap<AggKey, Tally>,
+    store: &Store,
+    next_id: &mut u64,
+    interval: Duration,
+) {
+    let secs = interval.as_secs_f64();
+    for (key, t) in pending.drain() {
+        let (severity, category, message, details) = match key {
+            AggKey::Upstream(dest) => (
+                Severity::Warning,
+                Category::Upstream,
+                format!("{} connect failure(s) to {dest} in the last {secs} s: {}", t.count, t.last),
+                json!({ "destination": dest, "count": t.count, "last_error": t.last, "interval_secs": secs }),
+            ),
+            AggKey::Auth(client) => (
+                Severity::Warning,
+                Category::Auth,
+                format!("{} failed login(s) from {client} in the last {secs} s (last user {:?})", t.count, t.last),
+                json!({ "client": client.to_string(), "count": t.count, "last_user": t.last, "interval_secs": secs }),
+            ),
+            AggKey::MaxConnections => (
+                Severity::Warning,
+                Category::Limits,
+                format!("max_connections ({}) reached {} time(s) in the last {secs} s; accepting paused until a connection closed", t.last, t.count),
+                json!({ "limit": t.last.parse::<u64>().unwrap_or(0), "limit_key": "server.max_connections", "count": t.count, "interval_secs": secs }),
+            ),
+        };
+        store.record(new_event(next_id, severity, category, message, details));
+    }
+}
+
+fn event(next_id: &mut u64, signal: Signal) -> Event {
+    let (severity, category, message, details) = match signal {
+        Signal::PoolEvicted { destination, limit } => (
+            Severity::Warning,
+            Category::ConnectionPool,
+            format!("evicted the least recently used idle connection (to {destination}): max_total_idle = {limit} reached"),
+            json!({ "destination": destination, "limit": limit, "limit_key": "server.pool.max_total_idle" }),
+        ),
+        Signal::PoolDroppedFull { destination, limit } => (
+            Severity::Warning,
+            Category::ConnectionPool,
+            format!("closed a connection to {destination} arriving at a full pool: max_idle_per_dest = {limit} reached"),
+            json!({ "destination": destination, "limit": limit, "limit_key": "server.pool.max_idle_per_dest" }),
+        ),
+        Signal::ConfigWarning { message } => (Severity::Warning, Category::Config, message, json!({})),
+        // Aggregated kinds reach here only if a caller bypasses aggregation.
+        other => (Severity::Info, Category::Limits, format!("{other:?}"), json!({})),
+    };
+    new_event(next_id, severity, category, message, details)
+}
+
+fn new_event(
+    next_id: &mut u64,
+    severity: Severity,
+    category: Category,
+    message: String,
+    details: serde_json::Value,
+) -> Event {
+    let id = *next_id;
+    *next_id += 1;
+    Event {
+        id,
+        timestamp: SystemTime::now(),
+        severity,
+        category,
+        message,
+        details,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn config(max_events: usize) -> TelemetryConfig {
+        TelemetryConfig {
+            max_events,
+            aggregation_interval_secs: 1,
+            ..TelemetryConfig::default()
+        }
+    }
+
     /// Waits (bounded) until the newest recorded event has id `id`.
     async fn wait_for_id(t: &Telemetry, id: u64) -> Vec<Event> {
-        for _ in 0..1000 {
+        for _ in 0..2000 {
             let events = t.recent(usize::MAX);
             if events.first().map(|e| e.id) == Some(id) {
                 return events;
             }
-            tokio::task::yield_now().await;
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         panic!("event {id} was not recorded");
     }
 
     #[tokio::test]
     async fn keeps_the_newest_events_up_to_capacity() {
-        let t = Telemetry::start(3);
+        let t = Telemetry::start(&config(3));
         for i in 0..5 {
             t.emit(Signal::PoolDroppedFull {
                 destination: format!("d{i}"),
@@ -183,10 +391,77 @@ mod tests {
         let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
         assert_eq!(ids, [5, 4, 3]);
         let e = &events[0];
-        assert_eq!(e.severity, Severity::Warning);
-        assert_eq!(e.category, Category::ConnectionPool);
+        assert_eq!(
+            (e.severity, e.category),
+            (Severity::Warning, Category::ConnectionPool)
+        );
         assert_eq!(e.details["destination"], "d4");
         assert_eq!(e.details["limit"], 4);
         assert_eq!(t.lost(), 0);
+    }
+
+    #[tokio::test]
+    async fn repeated_failures_become_one_event_with_a_count() {
+        let t = Telemetry::start(&config(16));
+        let mut live = t.subscribe();
+        for _ in 0..50 {
+            t.emit(Signal::UpstreamConnectFailed {
+                destination: "10.0.0.1:80".into(),
+                error: "refused".into(),
+            });
+        }
+        let e = tokio::time::timeout(Duration::from_secs(5), live.recv())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(e.category, Category::Upstream);
+        assert_eq!(e.details["count"], 50);
+        assert_eq!(e.details["destination"], "10.0.0.1:80");
+        assert_eq!(t.recent(16).len(), 1);
+    }
+
+    #[tokio::test]
+    async fn filters_select_by_severity_category_and_time() {
+        let t = Telemetry::start(&config(16));
+        t.emit(Signal::ConfigWarning {
+            message: "plain password".into(),
+        });
+        t.emit(Signal::PoolEvicted {
+            destination: "a:1".into(),
+            limit: 2,
+        });
+        wait_for_id(&t, 2).await;
+        let only = |f: EventFilter| {
+            t.events(&f, 10)
+                .into_iter()
+                .map(|e| e.id)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            only(EventFilter {
+                category: Some(Category::Config),
+                ..Default::default()
+            }),
+            [1]
+        );
+        assert_eq!(
+            only(EventFilter {
+                severity: Some(Severity::Error),
+                ..Default::default()
+            }),
+            Vec::<u64>::new()
+        );
+        let future = SystemTime::now() + Duration::from_secs(60);
+        assert!(only(EventFilter {
+            since: Some(future),
+            ..Default::default()
+        })
+        .is_empty());
+        assert_eq!(t.events(&EventFilter::default(), 1).len(), 1);
+        assert_eq!(
+            "connection_pool".parse::<Category>(),
+            Ok(Category::ConnectionPool)
+        );
+        assert!("nope".parse::<Severity>().is_err());
     }
 }

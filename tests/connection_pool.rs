@@ -63,7 +63,10 @@ async fn idle_connection_past_its_timeout_is_not_handed_out() {
 #[tokio::test]
 async fn disabled_pool_dials_every_time_and_keeps_nothing() {
     let up = upstream::holding();
-    let connector = Connector::new(&PoolSection::default(), &Telemetry::start(16));
+    let connector = Connector::new(
+        &PoolSection::default(),
+        &Telemetry::start(&rustsocks::config::TelemetryConfig::default()),
+    );
     assert!(connector.pool().is_none());
     for i in 1..=3 {
         let conn = connector.connect(&up.addr.into()).await.unwrap();

@@ -112,7 +112,7 @@ async fn bind_flag_overrides_the_file() {
     let path = dir.path().join("c.toml");
     std::fs::write(
         &path,
-        "[server]\nbind_port = 1\n[logging]\nformat = \"json\"\n",
+        "[server]\nbind_port = 1\n[api]\nport = 0\n[logging]\nformat = \"json\"\n",
     )
     .unwrap();
     let free = upstream::closed_port();

@@ -15,7 +15,7 @@ use rustsocks::telemetry::{Category, Event, Severity, Telemetry};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 fn pool_with(config: PoolConfig) -> (ConnectionPool, Telemetry) {
-    let telemetry = Telemetry::start(64);
+    let telemetry = Telemetry::start(&rustsocks::config::TelemetryConfig::default());
     (
         ConnectionPool::with_telemetry(config, Some(telemetry.clone())),
         telemetry,
@@ -122,6 +122,7 @@ async fn reaper_removes_peer_closed_connections_before_they_expire() {
     });
     let c = get(&pool, up.addr).await;
     pool.recycle(c);
+    eventually("upstream accepted", || up.accepted() == 1).await;
     up.close_all();
     eventually("reaper found the closed connection", || {
         pool.get_stats().total_idle == 0

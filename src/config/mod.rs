@@ -6,6 +6,7 @@
 //! into these structs (toml names the line and key), then `validate` the values
 //! together (every problem is collected and names its dotted key).
 
+mod api;
 mod auth;
 mod logging;
 mod server;
@@ -15,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use api::{ApiConfig, TelemetryConfig};
 pub use auth::{AuthConfig, Secret, SocksMethod, UserEntry};
 pub use logging::{LogFormat, LogLevel, LoggingConfig};
 pub use server::{PoolSection, ServerConfig};
@@ -25,6 +27,8 @@ pub use validate::Problem;
 pub struct Config {
     pub server: ServerConfig,
     pub auth: AuthConfig,
+    pub api: ApiConfig,
+    pub telemetry: TelemetryConfig,
     pub logging: LoggingConfig,
 }
 
@@ -77,6 +81,29 @@ impl Config {
         } else {
             Err(ConfigError::Invalid(problems))
         }
+    }
+
+    /// The API token from `api.token` or `api.token_file`, if one is configured.
+    pub fn api_token(&self) -> Result<Option<Secret>, ConfigError> {
+        if let Some(token) = &self.api.token {
+            return Ok(Some(token.clone()));
+        }
+        let Some(path) = &self.api.token_file else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let token = text.trim_end_matches(['\r', '\n']);
+        if token.is_empty() {
+            return Err(ConfigError::Invalid(vec![Problem {
+                key: "api.token_file".into(),
+                value: format!("\"{}\"", path.display()),
+                expected: "a file holding a non-empty token".into(),
+            }]));
+        }
+        Ok(Some(Secret::new(token)))
     }
 
     /// Things that are allowed but worth telling the operator at start-up.

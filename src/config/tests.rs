@@ -148,3 +148,25 @@ fn pool_limits_are_checked() {
         ]
     );
 }
+
+#[test]
+fn api_defaults_and_checks() {
+    let config = Config::from_toml("").unwrap();
+    assert!(config.api.enabled);
+    assert_eq!(config.api.bind().to_string(), "127.0.0.1:9090");
+    assert_eq!(config.telemetry.max_events, 256);
+    assert_eq!(config.telemetry.retention_hours, 6);
+    assert_eq!(
+        invalid_keys("[api]\nbind_address = \"0.0.0.0\"\n"),
+        ["api.bind_address"]
+    );
+    Config::from_toml("[api]\nbind_address = \"0.0.0.0\"\ntoken = \"t\"\n")
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(invalid_keys("[api]\ntoken = \"\"\n"), ["api.token"]);
+    assert_eq!(
+        invalid_keys("[telemetry]\nmax_events = 0\n"),
+        ["telemetry.max_events"]
+    );
+}

@@ -76,8 +76,45 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
              the network is trusted",
         ));
     }
+    api_problems(config, &mut out);
     user_problems(config, &mut out);
     out
+}
+
+fn api_problems(config: &Config, out: &mut Vec<Problem>) {
+    let api = &config.api;
+    if api.token.is_some() && api.token_file.is_some() {
+        out.push(Problem::new(
+            "api.token",
+            "set, and api.token_file too",
+            "at most one of api.token and api.token_file",
+        ));
+    }
+    if api.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
+        out.push(Problem::new("api.token", "\"\"", "a non-empty token"));
+    }
+    let has_token = api.token.is_some() || api.token_file.is_some();
+    if api.enabled && !api.bind_address.is_loopback() && !has_token {
+        out.push(Problem::new(
+            "api.bind_address",
+            format!("\"{}\"", api.bind_address),
+            "a loopback address, or api.token (or api.token_file) set: the API can \
+             terminate sessions and must not be open to the network",
+        ));
+    }
+    let t = &config.telemetry;
+    for (key, value) in [
+        ("telemetry.max_events", t.max_events as u64),
+        ("telemetry.retention_hours", t.retention_hours),
+        (
+            "telemetry.aggregation_interval_secs",
+            t.aggregation_interval_secs,
+        ),
+    ] {
+        if value == 0 {
+            out.push(Problem::new(key, value, "at least 1"));
+        }
+    }
 }
 
 fn user_problems(config: &Config, out: &mut Vec<Problem>) {

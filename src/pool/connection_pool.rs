@@ -58,6 +58,14 @@ pub struct ConnectionPool {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for ConnectionPool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionPool")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
 pub(super) struct Inner {
     pub config: PoolConfig,
     dialer: Dialer,

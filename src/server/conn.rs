@@ -1,6 +1,8 @@
-//! One client connection: handshake → connector → relay, then the outcome in the log.
+//! One client connection: handshake → connector → relay, then the outcome in the
+//! log, the metrics and the telemetry feed.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -12,6 +14,8 @@ use super::relay::{self, Counters, RelayEnd, RelayError, RelayOptions};
 use super::Context;
 use crate::pool::ConnectError;
 use crate::protocol::socks5::{Command, ReplyCode};
+use crate::protocol::TargetAddr;
+use crate::telemetry::Signal;
 
 #[derive(Debug, thiserror::Error)]
 enum ConnError {
@@ -21,8 +25,12 @@ enum ConnError {
     Handshake(#[from] HandshakeError),
     #[error("command {0:?} is not supported")]
     Unsupported(Command),
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
+    #[error("{source}")]
+    Connect {
+        dest: TargetAddr,
+        #[source]
+        source: ConnectError,
+    },
     #[error("sending reply: {0}")]
     Reply(#[source] std::io::Error),
     #[error(transparent)]
@@ -37,13 +45,67 @@ pub(super) async fn serve(
 ) {
     match run(client, peer, ctx, cancel).await {
         Ok(end) => debug!(client = %peer, ?end, "connection closed"),
-        Err(ConnError::Handshake(HandshakeError::Auth { user, source })) => {
+        Err(e) => record_failure(ctx, peer, &e),
+    }
+}
+
+/// Logs, counts and reports a connection that did not end normally.
+fn record_failure(ctx: &Context, peer: SocketAddr, e: &ConnError) {
+    let m = &ctx.metrics;
+    let handshake_failure = |reason| {
+        m.handshake_failures
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    };
+    let rejected = |reason| {
+        m.connections_rejected
+            .get_or_create(&[("reason", reason)])
+            .inc();
+    };
+    match e {
+        ConnError::Handshake(HandshakeError::Auth { user, source }) => {
             warn!(client = %peer, user = %user, reason = %source, "authentication failed");
+            m.auth_failures.inc();
+            rejected("auth_failed");
+            ctx.telemetry.emit(Signal::AuthFailed {
+                client: peer.ip(),
+                user: user.clone(),
+            });
         }
-        Err(e @ ConnError::Connect(_)) => {
-            info!(client = %peer, error = %e, "upstream connect failed")
+        ConnError::Handshake(HandshakeError::NoAcceptableMethod) => {
+            rejected("no_acceptable_method")
         }
-        Err(e) => debug!(client = %peer, error = %e, "connection ended with an error"),
+        ConnError::Handshake(HandshakeError::Socks4NeedsAuth) => rejected("socks4_needs_auth"),
+        ConnError::Unsupported(_) => rejected("command_not_supported"),
+        ConnError::HandshakeTimeout => handshake_failure("timeout"),
+        ConnError::Handshake(HandshakeError::Closed) => handshake_failure("client_closed"),
+        ConnError::Handshake(HandshakeError::Protocol(_) | HandshakeError::TooLong) => {
+            handshake_failure("malformed")
+        }
+        ConnError::Handshake(HandshakeError::Io(_)) => handshake_failure("io_error"),
+        ConnError::Connect { dest, source } => {
+            info!(client = %peer, error = %e, "upstream connect failed");
+            let reply = reply_label(source.reply());
+            m.upstream_connect_failures
+                .get_or_create(&[("reply", reply)])
+                .inc();
+            ctx.telemetry.emit(Signal::UpstreamConnectFailed {
+                destination: dest.to_string(),
+                error: source.to_string(),
+            });
+            return;
+        }
+        ConnError::Reply(_) | ConnError::Relay(_) => {}
+    }
+    debug!(client = %peer, error = %e, "connection ended with an error");
+}
+
+fn reply_label(code: ReplyCode) -> &'static str {
+    match code {
+        ReplyCode::ConnectionRefused => "connection_refused",
+        ReplyCode::NetworkUnreachable => "network_unreachable",
+        ReplyCode::HostUnreachable => "host_unreachable",
+        _ => "general_failure",
     }
 }
 
@@ -70,13 +132,26 @@ async fn run(
         .await?;
         return Err(ConnError::Unsupported(req.command));
     }
+    let started = Instant::now();
     let upstream = match ctx.connector.connect(&req.dest).await {
         Ok(s) => s,
-        Err(e) => {
-            reply(&mut client, &req, e.reply(), unspecified()).await?;
-            return Err(e.into());
+        Err(source) => {
+            reply(&mut client, &req, source.reply(), unspecified()).await?;
+            return Err(ConnError::Connect {
+                dest: req.dest,
+                source,
+            });
         }
     };
+    let source = if upstream.from_pool() {
+        "pool_hit"
+    } else {
+        "new_dial"
+    };
+    ctx.metrics
+        .upstream_connect_seconds
+        .get_or_create(&[("source", source)])
+        .observe(started.elapsed().as_secs_f64());
     let bind = upstream
         .stream()
         .local_addr()
@@ -89,12 +164,28 @@ async fn run(
         cancel,
         keep_unused_upstream: upstream.is_recyclable(),
     };
-    let end = relay::run(&client, upstream.stream(), &req.early_data, &counters, opts).await?;
-    if end == RelayEnd::Unused {
+    ctx.metrics.sessions_active.inc();
+    let end = relay::run(&client, upstream.stream(), &req.early_data, &counters, opts).await;
+    ctx.metrics.sessions_active.dec();
+    count_bytes(ctx, &counters);
+    if matches!(end, Ok(RelayEnd::Unused)) {
         // Not a byte went either way: the connection is as clean as a new one.
         ctx.connector.recycle(upstream);
     }
-    Ok(end)
+    Ok(end?)
+}
+
+fn count_bytes(ctx: &Context, counters: &Counters) {
+    use std::sync::atomic::Ordering::Relaxed;
+    let bytes = &ctx.metrics.relay_bytes;
+    let up = counters.client_to_upstream.load(Relaxed);
+    let down = counters.upstream_to_client.load(Relaxed);
+    bytes
+        .get_or_create(&[("direction", "client_to_upstream")])
+        .inc_by(up);
+    bytes
+        .get_or_create(&[("direction", "upstream_to_client")])
+        .inc_by(down);
 }
 
 async fn reply(

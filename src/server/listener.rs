@@ -5,12 +5,15 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use std::net::SocketAddr;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{conn, Context};
+use crate::telemetry::Signal;
 
 /// How long to pause after an accept error such as EMFILE, so that a process out of
 /// descriptors does not spin; connections closing meanwhile free some.
@@ -40,23 +43,8 @@ impl Listener {
         // ten times a second.
         let mut failing = false;
         loop {
-            // Take a slot before accepting: at the limit, clients wait in the kernel's
-            // backlog instead of being accepted and closed in a loop.
-            let permit = match Arc::clone(&permits).try_acquire_owned() {
-                Ok(p) => p,
-                Err(_) => {
-                    tracing::warn!(
-                        limit = self.max_connections,
-                        "max_connections reached; pausing accept"
-                    );
-                    tokio::select! {
-                        p = Arc::clone(&permits).acquire_owned() => match p {
-                            Ok(p) => p,
-                            Err(_) => return,
-                        },
-                        () = stop.cancelled() => return,
-                    }
-                }
+            let Some(permit) = self.acquire_slot(&permits).await else {
+                return;
             };
             let accepted = tokio::select! {
                 r = self.tcp.accept() => r,
@@ -67,12 +55,7 @@ impl Listener {
                     if std::mem::take(&mut failing) {
                         tracing::info!("accepting again");
                     }
-                    let ctx = Arc::clone(&self.ctx);
-                    let cancel = self.signals.close_connections.clone();
-                    self.tracker.spawn(async move {
-                        conn::serve(stream, peer, &ctx, &cancel).await;
-                        drop(permit);
-                    });
+                    self.spawn_connection(stream, peer, permit);
                 }
                 Err(e) if is_per_connection(&e) => {
                     tracing::debug!(error = %e, "accept: connection failed before it was accepted");
@@ -88,6 +71,36 @@ impl Listener {
                 }
             }
         }
+    }
+
+    /// Takes a connection slot before accepting: at the limit, clients wait in the
+    /// kernel's backlog instead of being accepted and closed in a loop. `None` on
+    /// shutdown.
+    async fn acquire_slot(&self, permits: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+        if let Ok(p) = Arc::clone(permits).try_acquire_owned() {
+            return Some(p);
+        }
+        let limit = self.max_connections;
+        tracing::warn!(limit, "max_connections reached; pausing accept");
+        self.ctx
+            .telemetry
+            .emit(Signal::MaxConnectionsReached { limit });
+        tokio::select! {
+            p = Arc::clone(permits).acquire_owned() => p.ok(),
+            () = self.signals.stop_accepting.cancelled() => None,
+        }
+    }
+
+    fn spawn_connection(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
+        let ctx = Arc::clone(&self.ctx);
+        let cancel = self.signals.close_connections.clone();
+        ctx.metrics.connections_accepted.inc();
+        ctx.metrics.connections_active.inc();
+        self.tracker.spawn(async move {
+            conn::serve(stream, peer, &ctx, &cancel).await;
+            ctx.metrics.connections_active.dec();
+            drop(permit);
+        });
     }
 }
 

@@ -15,15 +15,15 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::api::{self, ApiDeps};
 use crate::auth::{AuthError, Authenticator};
 use crate::config::{Config, ConfigError};
+use crate::metrics::Metrics;
 use crate::pool::{ConnectionPool, Connector};
-use crate::telemetry::Telemetry;
-
-/// Events kept in the telemetry feed.
-const TELEMETRY_CAPACITY: usize = 256;
+use crate::telemetry::{Signal, Telemetry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -45,29 +45,65 @@ pub(crate) struct Context {
     pub connector: Connector,
     pub handshake_timeout: Duration,
     pub relay_idle_timeout: Option<Duration>,
+    pub telemetry: Telemetry,
+    pub metrics: Arc<Metrics>,
 }
 
 pub struct Server;
 
 impl Server {
-    /// Validates `config`, binds the SOCKS listener and starts accepting. Fails before
-    /// binding anything if the configuration is invalid.
+    /// Validates `config`, binds the SOCKS listener (and the API's) and starts
+    /// accepting. Fails before binding anything if the configuration is invalid.
     pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
         config.validate()?;
-        let telemetry = Telemetry::start(TELEMETRY_CAPACITY);
+        let api_token = config.api_token()?;
+        let auth = Authenticator::from_config(&config.auth)?;
+        let telemetry = Telemetry::start(&config.telemetry);
+        for message in config.warnings() {
+            telemetry.emit(Signal::ConfigWarning { message });
+        }
+        let connector = Connector::new(&config.server.pool, &telemetry);
+        let metrics = Arc::new(Metrics::new(connector.pool().cloned()));
         let ctx = Arc::new(Context {
-            auth: Authenticator::from_config(&config.auth)?,
-            connector: Connector::new(&config.server.pool, &telemetry),
+            auth,
+            connector,
             handshake_timeout: config.server.handshake_timeout(),
             relay_idle_timeout: config.server.relay_idle_timeout(),
+            telemetry: telemetry.clone(),
+            metrics: Arc::clone(&metrics),
         });
-        let addr = config.server.bind();
-        let tcp = TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, source })?;
-        let socks_addr = tcp
-            .local_addr()
-            .map_err(|source| StartError::Bind { addr, source })?;
+        let tcp = bind(config.server.bind()).await?;
+        let api_tcp = match config.api.enabled {
+            true => Some(bind(config.api.bind()).await?),
+            false => None,
+        };
+        let socks_addr = tcp.local_addr().map_err(|source| StartError::Bind {
+            addr: config.server.bind(),
+            source,
+        })?;
+
+        let api_shutdown = CancellationToken::new();
+        let (api_addr, api_task) = match api_tcp {
+            Some(api_tcp) => {
+                let addr = api_tcp.local_addr().map_err(|source| StartError::Bind {
+                    addr: config.api.bind(),
+                    source,
+                })?;
+                let deps = ApiDeps {
+                    pool: ctx.connector.pool().cloned(),
+                    pool_config: config.server.pool.clone(),
+                    telemetry: telemetry.clone(),
+                    metrics,
+                    token: api_token,
+                    max_events: config.telemetry.max_events,
+                };
+                let task = tokio::spawn(api::serve(api_tcp, deps, api_shutdown.clone()));
+                tracing::info!(api = %addr, "management API ready");
+                (Some(addr), Some(task))
+            }
+            None => (None, None),
+        };
+
         let signals = listener::Signals::default();
         let tracker = TaskTracker::new();
         let accept = listener::Listener {
@@ -81,25 +117,37 @@ impl Server {
         tracing::info!(socks = %socks_addr, "SOCKS listener ready");
         Ok(ServerHandle {
             socks_addr,
+            api_addr,
             ctx,
             telemetry,
             signals,
             tracker,
             grace: config.server.shutdown_grace(),
             accept_task,
+            api_shutdown,
+            api_task,
         })
     }
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Bind { addr, source })
 }
 
 /// A running server. Dropping it does not stop the server; call `shutdown`.
 pub struct ServerHandle {
     socks_addr: SocketAddr,
+    api_addr: Option<SocketAddr>,
     ctx: Arc<Context>,
     telemetry: Telemetry,
     signals: listener::Signals,
     tracker: TaskTracker,
     grace: Duration,
     accept_task: JoinHandle<()>,
+    api_shutdown: CancellationToken,
+    api_task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 /// What a graceful shutdown had to do.
@@ -124,6 +172,11 @@ impl ServerHandle {
         &self.telemetry
     }
 
+    /// The address the management API listens on, when `api.enabled`.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
+    }
+
     /// Stops accepting, lets open connections finish for up to the grace period,
     /// then closes the rest, and finally the pool's idle connections.
     pub async fn shutdown(self) -> ShutdownReport {
@@ -144,6 +197,10 @@ impl ServerHandle {
             self.tracker.wait().await;
         }
         self.ctx.connector.shutdown().await;
+        self.api_shutdown.cancel();
+        if let Some(task) = self.api_task {
+            let _ = task.await;
+        }
         ShutdownReport { forced }
     }
 }

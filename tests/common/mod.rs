@@ -2,6 +2,7 @@
 //! ephemeral loopback port, local upstream servers, and a small SOCKS client.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod http;
 pub mod socks;
 pub mod upstream;
 
@@ -43,9 +44,15 @@ pub fn binary() -> &'static str {
 
 /// A config for tests: port 0 on loopback, JSON debug logs, plus `server_keys`
 /// (lines for `[server]`) and `rest` (further sections).
+/// Unless `rest` has an `[api]` section, the API listens on an ephemeral port.
 pub fn config(server_keys: &str, rest: &str) -> String {
+    let api = if rest.contains("[api]") {
+        ""
+    } else {
+        "[api]\nport = 0\n"
+    };
     format!(
-        "[server]\nbind_address = \"127.0.0.1\"\nbind_port = 0\n{server_keys}\n{rest}\n\
+        "[server]\nbind_address = \"127.0.0.1\"\nbind_port = 0\n{server_keys}\n{rest}\n{api}\
          [logging]\nlevel = \"debug\"\nformat = \"json\"\n"
     )
 }
@@ -54,6 +61,8 @@ pub fn config(server_keys: &str, rest: &str) -> String {
 pub struct Proxy {
     child: Child,
     pub addr: SocketAddr,
+    /// The management API's address, when it is enabled.
+    pub api: Option<SocketAddr>,
     log: Arc<Mutex<Vec<String>>>,
     _dir: TempDir,
 }
@@ -81,15 +90,19 @@ impl Proxy {
         let (ready_tx, ready_rx) = mpsc::channel();
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
+            let mut api = None;
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(addr) = ready_address(&line) {
-                    let _ = ready_tx.send(addr);
+                if let Some(addr) = logged_address(&line, "management API ready", "api") {
+                    api = Some(addr);
+                }
+                if let Some(addr) = logged_address(&line, "SOCKS listener ready", "socks") {
+                    let _ = ready_tx.send((addr, api));
                 }
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr = match ready_rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(addr) => addr,
+        let (addr, api) = match ready_rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addrs) => addrs,
             Err(_) => {
                 let _ = child.kill();
                 panic!(
@@ -101,6 +114,7 @@ impl Proxy {
         Self {
             child,
             addr,
+            api,
             log,
             _dir: dir,
         }
@@ -152,14 +166,14 @@ impl Drop for Proxy {
     }
 }
 
-/// The SOCKS address from the "listener ready" JSON log line.
-fn ready_address(line: &str) -> Option<SocketAddr> {
+/// The address in field `field` of the JSON log line whose message is `message`.
+fn logged_address(line: &str, message: &str, field: &str) -> Option<SocketAddr> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;
     let fields = v.get("fields")?;
-    if fields.get("message")?.as_str()? != "SOCKS listener ready" {
+    if fields.get("message")?.as_str()? != message {
         return None;
     }
-    fields.get("socks")?.as_str()?.parse().ok()
+    fields.get(field)?.as_str()?.parse().ok()
 }
 
 /// Polls `check` every few milliseconds until it holds; panics naming `what` after
@@ -199,6 +213,7 @@ pub async fn start_in_process(toml: &str) -> rustsocks::ServerHandle {
     let mut config = rustsocks::Config::from_toml(toml).expect("test config parses");
     config.server.bind_address = std::net::Ipv4Addr::LOCALHOST.into();
     config.server.bind_port = 0;
+    config.api.port = 0;
     rustsocks::Server::start(config)
         .await
         .expect("server starts")

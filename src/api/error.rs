@@ -1,0 +1,63 @@
+//! The API's one error type, and its JSON form.
+
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("query parameter `{name}` = {value:?}: expected {expected}")]
+    BadParam {
+        name: &'static str,
+        value: String,
+        expected: String,
+    },
+    #[error("unknown query parameter `{0}`")]
+    UnknownParam(String),
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("no route for {method} {path}")]
+    NotFound { method: String, path: String },
+    #[error("method {method} not allowed on {path}")]
+    MethodNotAllowed { method: String, path: String },
+}
+
+impl ApiError {
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::BadParam { .. } | Self::UnknownParam(_) => StatusCode::BAD_REQUEST,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+        }
+    }
+
+    fn code(&self) -> &'static str {
+        match self {
+            Self::BadParam { .. } | Self::UnknownParam(_) => "bad_request",
+            Self::Unauthorized => "unauthorized",
+            Self::NotFound { .. } => "not_found",
+            Self::MethodNotAllowed { .. } => "method_not_allowed",
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.code(), "message": self.to_string() });
+        match &self {
+            Self::BadParam { name, .. } => body["parameter"] = json!(name),
+            Self::UnknownParam(name) => body["parameter"] = json!(name),
+            _ => {}
+        }
+        let mut response = (self.status(), Json(body)).into_response();
+        if matches!(self, Self::Unauthorized) {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
+        }
+        response
+    }
+}

@@ -1,0 +1,177 @@
+//! Management HTTP API (axum): health, pool statistics, the telemetry feed, metrics
+//! and the OpenAPI document.
+//!
+//! Handlers read snapshots and atomics; none takes a lock that the relay or the pool
+//! holds across work, so the API cannot slow the data path. With a token configured,
+//! every route but `/health` needs `Authorization: Bearer <token>`.
+
+mod error;
+mod health;
+mod openapi;
+mod pool;
+mod query;
+mod telemetry;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{Request, State};
+use axum::http::{header, Method, Uri};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, MethodRouter};
+use axum::Router;
+use subtle::ConstantTimeEq;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::ApiError;
+
+use crate::config::{PoolSection, Secret};
+use crate::metrics::Metrics;
+use crate::pool::ConnectionPool;
+use crate::telemetry::Telemetry;
+
+/// What the handlers read. Cheap to clone.
+#[derive(Clone)]
+pub struct ApiState {
+    inner: Arc<StateInner>,
+}
+
+pub struct ApiDeps {
+    pub pool: Option<ConnectionPool>,
+    pub pool_config: PoolSection,
+    pub telemetry: Telemetry,
+    pub metrics: Arc<Metrics>,
+    pub token: Option<Secret>,
+    pub max_events: usize,
+}
+
+struct StateInner {
+    started: Instant,
+    deps: ApiDeps,
+    /// Cancelled at shutdown; ends open event streams.
+    shutdown: CancellationToken,
+}
+
+/// Every route, with the method it answers. The OpenAPI document must list exactly
+/// these (a test checks it).
+fn routes() -> Vec<(&'static str, &'static str, MethodRouter<ApiState>)> {
+    vec![
+        ("GET", "/health", get(health::get)),
+        ("GET", "/metrics", get(metrics)),
+        ("GET", "/api/pool/stats", get(pool::stats)),
+        ("GET", "/api/telemetry/events", get(telemetry::events)),
+        ("GET", "/api/telemetry/stream", get(telemetry::stream)),
+        ("GET", "/api/openapi.json", get(openapi::get)),
+    ]
+}
+
+/// Paths reachable without the token.
+const PUBLIC: &[&str] = &["/health"];
+
+fn router(state: ApiState) -> Router {
+    let mut router = Router::new();
+    for (_, path, handler) in routes() {
+        router = router.route(path, handler);
+    }
+    router
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    deps: ApiDeps,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let state = ApiState {
+        inner: Arc::new(StateInner {
+            started: Instant::now(),
+            deps,
+            shutdown: shutdown.clone(),
+        }),
+    };
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// The address the API listens on, for logs and tests.
+pub fn describe(addr: SocketAddr) -> String {
+    format!("http://{addr}")
+}
+
+async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+    let Some(token) = &state.inner.deps.token else {
+        return next.run(request).await;
+    };
+    if PUBLIC.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let valid =
+        presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.expose().as_bytes())));
+    if valid {
+        next.run(request).await
+    } else {
+        ApiError::Unauthorized.into_response()
+    }
+}
+
+async fn metrics(State(state): State<ApiState>) -> Response {
+    let body = state.inner.deps.metrics.encode();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+async fn not_found(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed {
+        method: method.to_string(),
+        path: uri.path().to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    #[test]
+    fn openapi_document_lists_exactly_the_routes() {
+        let doc: serde_json::Value =
+            serde_json::from_str(super::openapi::DOCUMENT).expect("valid JSON");
+        assert!(doc["openapi"].as_str().unwrap().starts_with("3."));
+        let mut documented = BTreeSet::new();
+        for (path, ops) in doc["paths"].as_object().unwrap() {
+            for method in ops.as_object().unwrap().keys() {
+                documented.insert((method.to_uppercase(), path.clone()));
+            }
+        }
+        let served: BTreeSet<_> = super::routes()
+            .into_iter()
+            .map(|(m, p, _)| (m.to_owned(), p.to_owned()))
+            .collect();
+        assert_eq!(documented, served);
+    }
+}

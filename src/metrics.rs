@@ -1,0 +1,235 @@
+//! Prometheus metrics, fed by the stages and read by `GET /metrics`.
+//!
+//! Stages update counters with one atomic add per connection or session (never per
+//! read); pool figures and live session counts are read from their owners when the
+//! metrics are scraped. Names follow Prometheus conventions and are listed with
+//! their labels in `docs/metrics.md`. No label takes unbounded values.
+
+use std::fmt;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::{ConstCounter, Counter};
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::pool::ConnectionPool;
+
+/// A label set of one `&'static str` pair: values come from fixed lists.
+pub type Label = [(&'static str, &'static str); 1];
+
+/// Every label value each family can take, created at start-up so that every
+/// series exists (at 0) before its first event: rates and alerts need no special case.
+const REJECT_REASONS: &[&str] = &[
+    "auth_failed",
+    "no_acceptable_method",
+    "socks4_needs_auth",
+    "command_not_supported",
+];
+const HANDSHAKE_REASONS: &[&str] = &["timeout", "malformed", "client_closed", "io_error"];
+const DIRECTIONS: &[&str] = &["client_to_upstream", "upstream_to_client"];
+const SOURCES: &[&str] = &["pool_hit", "new_dial"];
+const REPLIES: &[&str] = &[
+    "connection_refused",
+    "network_unreachable",
+    "host_unreachable",
+    "general_failure",
+];
+
+type HistogramFamily = Family<Label, Histogram, fn() -> Histogram>;
+
+fn connect_histogram() -> Histogram {
+    // 10 µs to about 20 s: a pool hit, a loopback dial, a dial across the world.
+    Histogram::new(exponential_buckets(0.000_01, 2.0, 22))
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub connections_accepted: Counter,
+    pub connections_active: Gauge,
+    /// Requests the server refused: reason = auth_failed | no_acceptable_method |
+    /// socks4_needs_auth | command_not_supported.
+    pub connections_rejected: Family<Label, Counter>,
+    /// reason = timeout | malformed | client_closed | io_error.
+    pub handshake_failures: Family<Label, Counter>,
+    pub auth_failures: Counter,
+    /// Bytes of finished tunnels; direction = client_to_upstream | upstream_to_client.
+    pub relay_bytes: Family<Label, Counter>,
+    /// source = pool_hit | new_dial.
+    pub upstream_connect_seconds: HistogramFamily,
+    /// reply = the SOCKS reply the client got (connection_refused, host_unreachable, ...).
+    pub upstream_connect_failures: Family<Label, Counter>,
+    pub sessions_active: Gauge,
+}
+
+impl fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Metrics").finish_non_exhaustive()
+    }
+}
+
+impl Metrics {
+    pub fn new(pool: Option<ConnectionPool>) -> Self {
+        let mut registry = Registry::with_prefix("rustsocks");
+        let m = Self {
+            connections_accepted: Counter::default(),
+            connections_active: Gauge::default(),
+            connections_rejected: Family::default(),
+            handshake_failures: Family::default(),
+            auth_failures: Counter::default(),
+            relay_bytes: Family::default(),
+            upstream_connect_seconds: Family::new_with_constructor(connect_histogram),
+            upstream_connect_failures: Family::default(),
+            sessions_active: Gauge::default(),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "connections_accepted",
+            "Client connections accepted",
+            m.connections_accepted.clone(),
+        );
+        registry.register(
+            "connections_active",
+            "Client connections open now, handshakes included",
+            m.connections_active.clone(),
+        );
+        registry.register(
+            "connections_rejected",
+            "Requests refused by the server, by reason",
+            m.connections_rejected.clone(),
+        );
+        registry.register(
+            "handshake_failures",
+            "Handshakes that did not complete, by reason",
+            m.handshake_failures.clone(),
+        );
+        registry.register(
+            "auth_failures",
+            "Failed username/password logins",
+            m.auth_failures.clone(),
+        );
+        registry.register_with_unit(
+            "relay",
+            "Bytes relayed by finished tunnels, by direction",
+            Unit::Bytes,
+            m.relay_bytes.clone(),
+        );
+        registry.register_with_unit(
+            "upstream_connect",
+            "Time to get an upstream connection, by source (pool_hit or new_dial)",
+            Unit::Seconds,
+            m.upstream_connect_seconds.clone(),
+        );
+        registry.register(
+            "upstream_connect_failures",
+            "Upstream connects that failed, by the reply sent",
+            m.upstream_connect_failures.clone(),
+        );
+        registry.register(
+            "sessions_active",
+            "Tunnels relaying now",
+            m.sessions_active.clone(),
+        );
+        registry.register_collector(Box::new(PoolCollector { pool }));
+        for r in REJECT_REASONS {
+            let _ = m.connections_rejected.get_or_create(&[("reason", r)]);
+        }
+        for r in HANDSHAKE_REASONS {
+            let _ = m.handshake_failures.get_or_create(&[("reason", r)]);
+        }
+        for d in DIRECTIONS {
+            let _ = m.relay_bytes.get_or_create(&[("direction", d)]);
+        }
+        for s in SOURCES {
+            let _ = m.upstream_connect_seconds.get_or_create(&[("source", s)]);
+        }
+        for r in REPLIES {
+            let _ = m.upstream_connect_failures.get_or_create(&[("reply", r)]);
+        }
+        Self { registry, ..m }
+    }
+
+    /// The text exposition format (OpenMetrics text, which Prometheus reads).
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Writing to a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Reads the pool's statistics at scrape time, so the pool keeps no metric state.
+#[derive(Debug)]
+struct PoolCollector {
+    pool: Option<ConnectionPool>,
+}
+
+impl Collector for PoolCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let Some(pool) = &self.pool else {
+            return Ok(());
+        };
+        let s = pool.get_stats();
+        let gauges = [
+            (
+                "pool_idle_connections",
+                "Idle pooled connections.",
+                s.total_idle as i64,
+            ),
+            (
+                "pool_in_use_connections",
+                "Pooled-path connections serving a client.",
+                s.in_use as i64,
+            ),
+            (
+                "pool_dialing_connections",
+                "Pool refill dials in flight.",
+                s.dialing as i64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let g = ConstGauge::new(value);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)?;
+        }
+        let counters = [
+            (
+                "pool_hits",
+                "Checkouts served by a pooled connection.",
+                s.hits,
+            ),
+            ("pool_misses", "Checkouts that had to dial.", s.misses),
+            (
+                "pool_evictions",
+                "Idle connections closed for max_total_idle.",
+                s.evicted,
+            ),
+            (
+                "pool_drops",
+                "Connections closed for max_idle_per_dest.",
+                s.dropped_full,
+            ),
+            (
+                "pool_refreshes",
+                "Refill dials that joined the pool.",
+                s.refreshed,
+            ),
+            (
+                "pool_expired",
+                "Idle connections closed at idle_timeout_secs.",
+                s.expired,
+            ),
+            (
+                "pool_stale",
+                "Idle connections found closed by the peer.",
+                s.stale_on_checkout,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let c = ConstCounter::new(value);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,365 @@
+//! The management API against the real binary on loopback.
+
+mod common;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+
+use common::http::{self, get};
+use common::{config, run_cli, upstream, Proxy, TempDir};
+use rustsocks::protocol::socks5::{Command, ReplyCode};
+use rustsocks::protocol::TargetAddr;
+
+const TOKEN: &str = "t0ken-for-tests";
+
+fn api(proxy: &Proxy) -> SocketAddr {
+    proxy.api.expect("API enabled")
+}
+
+/// Every documented (method, path), from the served OpenAPI document.
+async fn documented(addr: SocketAddr, token: Option<&str>) -> Vec<(String, String)> {
+    let doc = get(addr, "/api/openapi.json", token).await.json();
+    let mut ops = Vec::new();
+    for (path, methods) in doc["paths"].as_object().unwrap() {
+        for method in methods.as_object().unwrap().keys() {
+            ops.push((method.to_uppercase(), path.clone()));
+        }
+    }
+    ops
+}
+
+#[tokio::test]
+async fn health_reports_status_version_and_uptime() {
+    let proxy = Proxy::start(&config("", ""));
+    let r = get(api(&proxy), "/health", None).await;
+    assert_eq!(r.status, 200);
+    let body = r.json();
+    assert_eq!(body["status"], "ok");
+    assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
+    assert!(body["uptime_secs"].as_f64().unwrap() >= 0.0);
+}
+
+#[tokio::test]
+async fn with_a_token_every_route_but_health_needs_it() {
+    let dir = TempDir::new();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, format!("{TOKEN}\n")).unwrap();
+    let proxy = Proxy::start(&config(
+        "",
+        &format!(
+            "[api]\nport = 0\ntoken_file = \"{}\"\n",
+            token_file.display()
+        ),
+    ));
+    let addr = api(&proxy);
+    assert_eq!(get(addr, "/health", None).await.status, 200);
+    let ops = documented(addr, Some(TOKEN)).await;
+    assert!(ops.len() >= 6, "{ops:?}");
+    for (method, path) in ops.iter().filter(|(_, p)| p != "/health") {
+        let no_token = http::request(addr, method, path, None).await;
+        assert_eq!(no_token.status, 401, "{method} {path} without a token");
+        assert_eq!(no_token.json()["error"], "unauthorized");
+        assert_eq!(no_token.header("www-authenticate"), Some("Bearer"));
+        let wrong = http::request(addr, method, path, Some("t0ken-for-test")).await;
+        assert_eq!(wrong.status, 401, "{method} {path} with a wrong token");
+    }
+    // With the token: every documented operation answers (streams are checked apart).
+    for (method, path) in ops.iter().filter(|(_, p)| !p.ends_with("/stream")) {
+        let r = http::request(addr, method, path, Some(TOKEN)).await;
+        assert_eq!(r.status, 200, "{method} {path}: {}", r.text());
+    }
+    let (status, _stream) = http::open_stream(addr, "/api/telemetry/stream", Some(TOKEN)).await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_methods_get_json_errors() {
+    let proxy = Proxy::start(&config("", ""));
+    let r = get(api(&proxy), "/api/nothing-here", None).await;
+    assert_eq!(r.status, 404);
+    assert_eq!(r.json()["error"], "not_found");
+    let r = http::request(api(&proxy), "POST", "/api/pool/stats", None).await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.json()["error"], "method_not_allowed");
+}
+
+#[tokio::test]
+async fn pool_stats_say_disabled_or_show_the_flows() {
+    let proxy = Proxy::start(&config("", ""));
+    let body = get(api(&proxy), "/api/pool/stats", None).await.json();
+    assert_eq!(body["enabled"], false);
+    assert_eq!(body["config"]["max_idle_per_dest"], 4);
+    assert!(body["stats"].is_null());
+
+    let echo = upstream::echo();
+    let proxy = Proxy::start(&config(
+        "",
+        "[server.pool]\nenabled = true\nmax_idle_per_dest = 2\nmax_total_idle = 10\n",
+    ));
+    for _ in 0..5 {
+        let mut s = common::socks::tunnel(proxy.addr, echo).await;
+        common::socks::assert_echo(&mut s, b"x").await;
+        drop(s);
+        // Give the refill started by this checkout time to land.
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let body = get(api(&proxy), "/api/pool/stats", None).await.json();
+    assert_eq!(body["enabled"], true);
+    assert_eq!(body["config"]["max_total_idle"], 10);
+    let stats = &body["stats"];
+    assert_eq!(
+        stats["hits"].as_u64().unwrap() + stats["misses"].as_u64().unwrap(),
+        5
+    );
+    assert!(stats["hits"].as_u64().unwrap() >= 1, "{stats}");
+    let reuse = body["reuse_rate"].as_f64().unwrap();
+    let expected = stats["reused_connections"].as_f64().unwrap()
+        / (stats["reused_connections"].as_f64().unwrap()
+            + stats["new_connections"].as_f64().unwrap());
+    assert!((reuse - expected).abs() < 1e-9);
+    let util = body["utilisation"].as_f64().unwrap();
+    assert!((util - stats["total_idle"].as_f64().unwrap() / 10.0).abs() < 1e-9);
+    let dests = stats["per_destination"].as_array().unwrap();
+    assert_eq!(dests.len(), 1);
+    assert_eq!(dests[0]["destination"], echo.to_string());
+}
+
+/// A refused CONNECT and failed logins, each repeated: one aggregated event each.
+#[tokio::test]
+async fn telemetry_events_aggregate_filter_and_reject_bad_parameters() {
+    let users =
+        "[auth]\nsocks_method = \"userpass\"\n[[auth.users]]\nusername = \"u\"\npassword = \"p\"\n\
+                 [telemetry]\naggregation_interval_secs = 1\n";
+    let proxy = Proxy::start(&config("", users));
+    let addr = api(&proxy);
+    let refused = TargetAddr::from(upstream::closed_port());
+    for _ in 0..3 {
+        assert!(common::socks::login(proxy.addr, "u", "wrong")
+            .await
+            .is_none());
+        let mut s = common::socks::login(proxy.addr, "u", "p")
+            .await
+            .expect("login");
+        use rustsocks::protocol::Encode;
+        use tokio::io::AsyncWriteExt;
+        let req = rustsocks::protocol::socks5::Request {
+            command: Command::Connect,
+            dest: refused.clone(),
+        };
+        s.write_all(&req.to_bytes()).await.unwrap();
+        let reply = common::socks::read_msg::<rustsocks::protocol::socks5::Reply>(&mut s).await;
+        assert_eq!(reply.code, ReplyCode::ConnectionRefused);
+    }
+    let mut events = serde_json::Value::Null;
+    for _ in 0..200 {
+        events = get(addr, "/api/telemetry/events", None).await.json();
+        let cats: HashSet<_> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["category"].as_str().unwrap().to_owned())
+            .collect();
+        if cats.contains("upstream") && cats.contains("auth") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let list = events["events"].as_array().unwrap();
+    let upstream_ev = list
+        .iter()
+        .find(|e| e["category"] == "upstream")
+        .expect("upstream event");
+    assert_eq!(upstream_ev["details"]["count"], 3, "{upstream_ev}");
+    assert_eq!(upstream_ev["details"]["destination"], refused.to_string());
+    let auth_ev = list
+        .iter()
+        .find(|e| e["category"] == "auth")
+        .expect("auth event");
+    assert_eq!(auth_ev["details"]["count"], 3);
+    assert_eq!(auth_ev["details"]["client"], "127.0.0.1");
+    assert!(
+        !auth_ev.to_string().contains("wrong"),
+        "a password reached telemetry"
+    );
+    let ids: Vec<u64> = list.iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert!(
+        ids.windows(2).all(|w| w[0] > w[1]),
+        "not newest first: {ids:?}"
+    );
+    // The plain-text password in the config was reported at start-up.
+    assert!(list.iter().any(|e| e["category"] == "config"));
+
+    let only = get(
+        addr,
+        "/api/telemetry/events?category=upstream&severity=warning",
+        None,
+    )
+    .await
+    .json();
+    assert!(only["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|e| e["category"] == "upstream"));
+    assert_eq!(
+        get(addr, "/api/telemetry/events?limit=1", None)
+            .await
+            .json()["count"],
+        1
+    );
+    let later = get(
+        addr,
+        "/api/telemetry/events?since=2999-01-01T00:00:00Z",
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(later["count"], 0);
+    for (query, param) in [
+        ("limit=abc", "limit"),
+        ("limit=0", "limit"),
+        ("severity=loud", "severity"),
+        ("category=nope", "category"),
+        ("since=yesterday", "since"),
+        ("limt=5", "limt"),
+    ] {
+        let r = get(addr, &format!("/api/telemetry/events?{query}"), None).await;
+        assert_eq!(r.status, 400, "{query}");
+        assert_eq!(r.json()["parameter"], param, "{query}: {}", r.text());
+    }
+}
+
+#[tokio::test]
+async fn telemetry_stream_delivers_events_as_they_happen() {
+    let proxy = Proxy::start(&config("", "[telemetry]\naggregation_interval_secs = 1\n"));
+    let addr = api(&proxy);
+    let (status, mut stream) =
+        http::open_stream(addr, "/api/telemetry/stream?category=upstream", None).await;
+    assert_eq!(status, 200);
+    let (_s, reply) =
+        common::socks::socks5(proxy.addr, Command::Connect, upstream::closed_port().into()).await;
+    assert_eq!(reply.code, ReplyCode::ConnectionRefused);
+    let seen = http::read_until(&mut stream, "\"category\":\"upstream\"").await;
+    assert!(seen.contains("event: telemetry"), "{seen}");
+    let r = get(addr, "/api/telemetry/stream?severity=loud", None).await;
+    assert_eq!(r.status, 400);
+}
+
+#[tokio::test]
+async fn metrics_parse_and_count_real_traffic() {
+    let echo = upstream::echo();
+    let proxy = Proxy::start(&config("", "[server.pool]\nenabled = true\n"));
+    for _ in 0..3 {
+        let mut s = common::socks::tunnel(proxy.addr, echo).await;
+        common::socks::assert_echo(&mut s, &[1u8; 1000]).await;
+    }
+    let (_s, reply) =
+        common::socks::socks5(proxy.addr, Command::Connect, upstream::closed_port().into()).await;
+    assert_eq!(reply.code, ReplyCode::ConnectionRefused);
+    let mut bad = common::socks::connect(proxy.addr).await;
+    tokio::io::AsyncWriteExt::write_all(&mut bad, &[9, 9])
+        .await
+        .unwrap();
+    common::socks::read_until_closed(&mut bad).await;
+
+    let addr = api(&proxy);
+    // Bytes are counted when a tunnel closes, just after the client sees EOF.
+    let mut samples = Vec::new();
+    for _ in 0..100 {
+        let text = get(addr, "/metrics", None).await.text();
+        let lines = text.lines().map(|l| Ok(l.to_owned()));
+        let scrape = prometheus_parse::Scrape::parse(lines).expect("exposition format parses");
+        samples = scrape.samples;
+        let done = value(
+            &samples,
+            "rustsocks_relay_bytes_total",
+            Some(("direction", "upstream_to_client")),
+        ) >= 3000.0;
+        if done {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let documented = include_str!("../docs/metrics.md");
+    let names: HashSet<&str> = samples.iter().map(|s| s.metric.as_str()).collect();
+    for name in names.iter().filter(|n| n.starts_with("rustsocks_")) {
+        let base = name
+            .trim_end_matches("_bucket")
+            .trim_end_matches("_sum")
+            .trim_end_matches("_count");
+        assert!(
+            documented.contains(&format!("`{base}`")),
+            "{name} is not in docs/metrics.md"
+        );
+    }
+    assert!(value(&samples, "rustsocks_connections_accepted_total", None) >= 5.0);
+    assert_eq!(
+        value(
+            &samples,
+            "rustsocks_relay_bytes_total",
+            Some(("direction", "client_to_upstream"))
+        ),
+        3000.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "rustsocks_relay_bytes_total",
+            Some(("direction", "upstream_to_client"))
+        ),
+        3000.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "rustsocks_upstream_connect_failures_total",
+            Some(("reply", "connection_refused"))
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &samples,
+            "rustsocks_handshake_failures_total",
+            Some(("reason", "malformed"))
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&samples, "rustsocks_pool_hits_total", None)
+            + value(&samples, "rustsocks_pool_misses_total", None),
+        4.0
+    );
+    assert!(names.contains("rustsocks_upstream_connect_seconds_count"));
+    assert!(names.contains("rustsocks_sessions_active"));
+}
+
+fn value(samples: &[prometheus_parse::Sample], name: &str, label: Option<(&str, &str)>) -> f64 {
+    let s = samples
+        .iter()
+        .find(|s| s.metric == name && label.is_none_or(|(k, v)| s.labels.get(k) == Some(v)))
+        .unwrap_or_else(|| panic!("no sample {name} {label:?}"));
+    match s.value {
+        prometheus_parse::Value::Counter(v)
+        | prometheus_parse::Value::Gauge(v)
+        | prometheus_parse::Value::Untyped(v) => v,
+        ref other => panic!("{name}: unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn api_on_a_public_address_needs_a_token() {
+    let dir = TempDir::new();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[server]\nbind_port = 0\n[api]\nbind_address = \"0.0.0.0\"\nport = 0\n",
+    )
+    .unwrap();
+    let (status, _, stderr) = run_cli(&["--config", path.to_str().unwrap()], "");
+    assert!(!status.success());
+    assert!(
+        stderr.contains("api.bind_address = \"0.0.0.0\""),
+        "{stderr}"
+    );
+}
