@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod pool;
 pub mod protocol;
 pub mod server;
+pub mod session;
 pub mod telemetry;
 
 pub use config::Config;

@@ -62,6 +62,10 @@ pub struct Metrics {
     /// reply = the SOCKS reply the client got (connection_refused, host_unreachable, ...).
     pub upstream_connect_failures: Family<Label, Counter>,
     pub sessions_active: Gauge,
+    /// Session records dropped because the writer's queue was full.
+    pub sessions_dropped: Counter,
+    /// Failed writes to the session history store.
+    pub session_store_errors: Counter,
 }
 
 impl fmt::Debug for Metrics {
@@ -83,6 +87,8 @@ impl Metrics {
             upstream_connect_seconds: Family::new_with_constructor(connect_histogram),
             upstream_connect_failures: Family::default(),
             sessions_active: Gauge::default(),
+            sessions_dropped: Counter::default(),
+            session_store_errors: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -131,6 +137,16 @@ impl Metrics {
             "sessions_active",
             "Tunnels relaying now",
             m.sessions_active.clone(),
+        );
+        registry.register(
+            "sessions_dropped",
+            "Session records dropped because the writer's queue was full",
+            m.sessions_dropped.clone(),
+        );
+        registry.register(
+            "session_store_errors",
+            "Failed writes to the session history store",
+            m.session_store_errors.clone(),
         );
         registry.register_collector(Box::new(PoolCollector { pool }));
         for r in REJECT_REASONS {

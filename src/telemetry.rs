@@ -45,6 +45,7 @@ pub enum Category {
     Auth,
     Limits,
     Config,
+    Sessions,
 }
 
 /// The names accepted by `FromStr` (and the API's filters).
@@ -53,7 +54,7 @@ impl Severity {
 }
 
 impl Category {
-    pub const NAMES: &'static str = "connection_pool, upstream, auth, limits, config";
+    pub const NAMES: &'static str = "connection_pool, upstream, auth, limits, config, sessions";
 }
 
 impl FromStr for Severity {
@@ -77,6 +78,7 @@ impl FromStr for Category {
             "auth" => Ok(Self::Auth),
             "limits" => Ok(Self::Limits),
             "config" => Ok(Self::Config),
+            "sessions" => Ok(Self::Sessions),
             _ => Err(()),
         }
     }
@@ -98,6 +100,10 @@ pub enum Signal {
     MaxConnectionsReached { limit: usize },
     /// Something in the configuration worth a look, found at start-up.
     ConfigWarning { message: String },
+    /// The session history store failed to write; records wait in memory.
+    SessionStoreFailed { error: String, queued: usize },
+    /// The session history store writes again after a failure.
+    SessionStoreRecovered,
 }
 
 /// One recorded event, as the API serves it.
@@ -329,6 +335,18 @@ fn event(next_id: &mut u64, signal: Signal) -> Event {
             json!({ "destination": destination, "limit": limit, "limit_key": "server.pool.max_idle_per_dest" }),
         ),
         Signal::ConfigWarning { message } => (Severity::Warning, Category::Config, message, json!({})),
+        Signal::SessionStoreFailed { error, queued } => (
+            Severity::Error,
+            Category::Sessions,
+            format!("session history store failed: {error}; {queued} record(s) wait in memory and are retried"),
+            json!({ "error": error, "queued": queued }),
+        ),
+        Signal::SessionStoreRecovered => (
+            Severity::Info,
+            Category::Sessions,
+            "session history store writes again; queued records were written".to_owned(),
+            json!({}),
+        ),
         // Aggregated kinds reach here only if a caller bypasses aggregation.
         other => (Severity::Info, Category::Limits, format!("{other:?}"), json!({})),
     };

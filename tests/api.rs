@@ -16,16 +16,29 @@ fn api(proxy: &Proxy) -> SocketAddr {
     proxy.api.expect("API enabled")
 }
 
-/// Every documented (method, path), from the served OpenAPI document.
-async fn documented(addr: SocketAddr, token: Option<&str>) -> Vec<(String, String)> {
+/// Every documented operation from the served OpenAPI document: method, path and
+/// the response codes it documents.
+async fn documented(addr: SocketAddr, token: Option<&str>) -> Vec<(String, String, Vec<u16>)> {
     let doc = get(addr, "/api/openapi.json", token).await.json();
     let mut ops = Vec::new();
     for (path, methods) in doc["paths"].as_object().unwrap() {
-        for method in methods.as_object().unwrap().keys() {
-            ops.push((method.to_uppercase(), path.clone()));
+        for (method, op) in methods.as_object().unwrap() {
+            let codes = op["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|c| c.parse().unwrap())
+                .collect();
+            ops.push((method.to_uppercase(), path.clone(), codes));
         }
     }
     ops
+}
+
+/// A concrete path for a documented one: path parameters get a well-formed id
+/// that names no session.
+fn concrete(path: &str) -> String {
+    path.replace("{id}", "00000000-0000-4000-8000-000000000000")
 }
 
 #[tokio::test]
@@ -54,19 +67,26 @@ async fn with_a_token_every_route_but_health_needs_it() {
     let addr = api(&proxy);
     assert_eq!(get(addr, "/health", None).await.status, 200);
     let ops = documented(addr, Some(TOKEN)).await;
-    assert!(ops.len() >= 6, "{ops:?}");
-    for (method, path) in ops.iter().filter(|(_, p)| p != "/health") {
-        let no_token = http::request(addr, method, path, None).await;
+    assert!(ops.len() >= 11, "{ops:?}");
+    for (method, path, _) in ops.iter().filter(|(_, p, _)| p != "/health") {
+        let path = concrete(path);
+        let no_token = http::request(addr, method, &path, None).await;
         assert_eq!(no_token.status, 401, "{method} {path} without a token");
         assert_eq!(no_token.json()["error"], "unauthorized");
         assert_eq!(no_token.header("www-authenticate"), Some("Bearer"));
-        let wrong = http::request(addr, method, path, Some("t0ken-for-test")).await;
+        let wrong = http::request(addr, method, &path, Some("t0ken-for-test")).await;
         assert_eq!(wrong.status, 401, "{method} {path} with a wrong token");
     }
-    // With the token: every documented operation answers (streams are checked apart).
-    for (method, path) in ops.iter().filter(|(_, p)| !p.ends_with("/stream")) {
-        let r = http::request(addr, method, path, Some(TOKEN)).await;
-        assert_eq!(r.status, 200, "{method} {path}: {}", r.text());
+    // With the token, every documented operation answers with a documented code
+    // (streams are checked apart).
+    for (method, path, codes) in ops.iter().filter(|(_, p, _)| !p.ends_with("/stream")) {
+        let r = http::request(addr, method, &concrete(path), Some(TOKEN)).await;
+        assert!(
+            r.status != 401 && codes.contains(&r.status),
+            "{method} {path}: {} {}",
+            r.status,
+            r.text()
+        );
     }
     let (status, _stream) = http::open_stream(addr, "/api/telemetry/stream", Some(TOKEN)).await;
     assert_eq!(status, 200);

@@ -87,7 +87,13 @@ fn open_proxy_is_refused_at_start_up() {
 
 #[test]
 fn check_config_reports_ok_or_every_problem() {
-    let (status, stdout, _) = run_cli(&["check-config", "config/rustsocks.toml"], "");
+    let (status, stdout, _) = run_cli(
+        &[
+            "check-config",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/config/rustsocks.toml"),
+        ],
+        "",
+    );
     assert!(status.success());
     assert_eq!(stdout.trim(), "OK");
     let dir = TempDir::new();
@@ -112,7 +118,7 @@ async fn bind_flag_overrides_the_file() {
     let path = dir.path().join("c.toml");
     std::fs::write(
         &path,
-        "[server]\nbind_port = 1\n[api]\nport = 0\n[logging]\nformat = \"json\"\n",
+        "[server]\nbind_port = 1\n[api]\nport = 0\n[sessions]\nenabled = false\n[logging]\nformat = \"json\"\n",
     )
     .unwrap();
     let free = upstream::closed_port();

@@ -21,6 +21,16 @@ pub enum ApiError {
     NotFound { method: String, path: String },
     #[error("method {method} not allowed on {path}")]
     MethodNotAllowed { method: String, path: String },
+    #[error("`{value}` is not a session id (expected a UUID)")]
+    BadSessionId { value: String },
+    #[error("no session {0}")]
+    SessionNotFound(String),
+    #[error("session {0} is not active")]
+    SessionNotActive(String),
+    #[error("session tracking is off ([sessions] enabled = false)")]
+    SessionsDisabled,
+    #[error("session store: {0}")]
+    Store(#[from] crate::session::StoreError),
 }
 
 impl ApiError {
@@ -30,6 +40,10 @@ impl ApiError {
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BadSessionId { .. } => StatusCode::BAD_REQUEST,
+            Self::SessionNotFound(_) | Self::SessionsDisabled => StatusCode::NOT_FOUND,
+            Self::SessionNotActive(_) => StatusCode::CONFLICT,
+            Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -39,6 +53,11 @@ impl ApiError {
             Self::Unauthorized => "unauthorized",
             Self::NotFound { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
+            Self::BadSessionId { .. } => "bad_request",
+            Self::SessionNotFound(_) => "not_found",
+            Self::SessionNotActive(_) => "not_active",
+            Self::SessionsDisabled => "sessions_disabled",
+            Self::Store(_) => "store_error",
         }
     }
 }

@@ -10,6 +10,7 @@ mod health;
 mod openapi;
 mod pool;
 mod query;
+mod sessions;
 mod telemetry;
 
 use std::net::SocketAddr;
@@ -20,7 +21,7 @@ use axum::extract::{Request, State};
 use axum::http::{header, Method, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
+use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use subtle::ConstantTimeEq;
 use tokio::net::TcpListener;
@@ -31,6 +32,7 @@ pub use error::ApiError;
 use crate::config::{PoolSection, Secret};
 use crate::metrics::Metrics;
 use crate::pool::ConnectionPool;
+use crate::session::Sessions;
 use crate::telemetry::Telemetry;
 
 /// What the handlers read. Cheap to clone.
@@ -45,6 +47,7 @@ pub struct ApiDeps {
     pub telemetry: Telemetry,
     pub metrics: Arc<Metrics>,
     pub token: Option<Secret>,
+    pub sessions: Option<Arc<Sessions>>,
     pub max_events: usize,
 }
 
@@ -64,6 +67,15 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<ApiState>)> {
         ("GET", "/api/pool/stats", get(pool::stats)),
         ("GET", "/api/telemetry/events", get(telemetry::events)),
         ("GET", "/api/telemetry/stream", get(telemetry::stream)),
+        ("GET", "/api/sessions/active", get(sessions::active)),
+        ("GET", "/api/sessions/history", get(sessions::history)),
+        ("GET", "/api/sessions/stats", get(sessions::stats)),
+        ("GET", "/api/sessions/{id}", get(sessions::one)),
+        (
+            "POST",
+            "/api/sessions/{id}/terminate",
+            post(sessions::terminate),
+        ),
         ("GET", "/api/openapi.json", get(openapi::get)),
     ]
 }

@@ -10,6 +10,7 @@ mod api;
 mod auth;
 mod logging;
 mod server;
+mod sessions;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -20,6 +21,7 @@ pub use api::{ApiConfig, TelemetryConfig};
 pub use auth::{AuthConfig, Secret, SocksMethod, UserEntry};
 pub use logging::{LogFormat, LogLevel, LoggingConfig};
 pub use server::{PoolSection, ServerConfig};
+pub use sessions::SessionsConfig;
 pub use validate::Problem;
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -29,6 +31,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub api: ApiConfig,
     pub telemetry: TelemetryConfig,
+    pub sessions: SessionsConfig,
     pub logging: LoggingConfig,
 }
 

@@ -170,3 +170,20 @@ fn api_defaults_and_checks() {
         ["telemetry.max_events"]
     );
 }
+
+#[test]
+fn session_defaults_and_checks() {
+    let config = Config::from_toml("").unwrap();
+    assert!(config.sessions.enabled);
+    assert_eq!(config.sessions.sqlite_path(), Some("rustsocks-sessions.db"));
+    assert_eq!(
+        (
+            config.sessions.batch_size,
+            config.sessions.batch_interval_ms
+        ),
+        (400, 250)
+    );
+    assert_eq!(config.sessions.retention_days, 90);
+    let keys = invalid_keys("[sessions]\ndatabase_url = \"postgres://db/rs\"\nbatch_size = 0\n");
+    assert_eq!(keys, ["sessions.database_url", "sessions.batch_size"]);
+}

@@ -77,8 +77,36 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
         ));
     }
     api_problems(config, &mut out);
+    session_problems(config, &mut out);
     user_problems(config, &mut out);
     out
+}
+
+fn session_problems(config: &Config, out: &mut Vec<Problem>) {
+    let s = &config.sessions;
+    if s.sqlite_path().is_none() {
+        out.push(Problem::new(
+            "sessions.database_url",
+            format!("\"{}\"", s.database_url),
+            "sqlite://PATH (SQLite is the store this build has)",
+        ));
+    }
+    for (key, value) in [
+        ("sessions.batch_size", s.batch_size as u64),
+        ("sessions.batch_interval_ms", s.batch_interval_ms),
+        ("sessions.retention_days", s.retention_days),
+    ] {
+        if value == 0 {
+            out.push(Problem::new(key, value, "at least 1"));
+        }
+    }
+    if s.max_queued < s.batch_size {
+        out.push(Problem::new(
+            "sessions.max_queued",
+            s.max_queued,
+            format!("at least sessions.batch_size ({})", s.batch_size),
+        ));
+    }
 }
 
 fn api_problems(config: &Config, out: &mut Vec<Problem>) {

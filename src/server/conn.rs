@@ -1,5 +1,5 @@
 //! One client connection: handshake → connector → relay, then the outcome in the
-//! log, the metrics and the telemetry feed.
+//! log, the metrics, the telemetry feed and the session record.
 
 use std::net::SocketAddr;
 use std::time::Instant;
@@ -9,12 +9,13 @@ use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::handshake::{self, HandshakeError, Negotiated};
+use super::handshake::{self, HandshakeError, Negotiated, Version};
 use super::relay::{self, Counters, RelayEnd, RelayError, RelayOptions};
 use super::Context;
 use crate::pool::ConnectError;
 use crate::protocol::socks5::{Command, ReplyCode};
 use crate::protocol::TargetAddr;
+use crate::session::{Opening, Status};
 use crate::telemetry::Signal;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,99 @@ pub(super) async fn serve(
     }
 }
 
+async fn run(
+    mut client: TcpStream,
+    peer: SocketAddr,
+    ctx: &Context,
+    cancel: &CancellationToken,
+) -> Result<RelayEnd, ConnError> {
+    let _ = client.set_nodelay(true);
+    let req = tokio::select! {
+        r = tokio::time::timeout(ctx.handshake_timeout, handshake::negotiate(&mut client, &ctx.auth)) => {
+            r.map_err(|_| ConnError::HandshakeTimeout)??
+        }
+        () = cancel.cancelled() => return Ok(RelayEnd::Shutdown),
+    };
+    if req.command != Command::Connect {
+        reply(
+            &mut client,
+            &req,
+            ReplyCode::CommandNotSupported,
+            unspecified(),
+        )
+        .await?;
+        record_refusal(
+            ctx,
+            opening(&req, peer),
+            Status::Rejected,
+            "command not supported",
+        );
+        return Err(ConnError::Unsupported(req.command));
+    }
+    let started = Instant::now();
+    let upstream = match ctx.connector.connect(&req.dest).await {
+        Ok(s) => s,
+        Err(source) => {
+            reply(&mut client, &req, source.reply(), unspecified()).await?;
+            record_refusal(
+                ctx,
+                opening(&req, peer),
+                Status::Failed,
+                &source.to_string(),
+            );
+            return Err(ConnError::Connect {
+                dest: req.dest,
+                source,
+            });
+        }
+    };
+    let source = if upstream.from_pool() {
+        "pool_hit"
+    } else {
+        "new_dial"
+    };
+    ctx.metrics
+        .upstream_connect_seconds
+        .get_or_create(&[("source", source)])
+        .observe(started.elapsed().as_secs_f64());
+    let bind = upstream
+        .stream()
+        .local_addr()
+        .unwrap_or_else(|_| unspecified());
+    reply(&mut client, &req, ReplyCode::Succeeded, bind).await?;
+    debug!(client = %peer, dest = %req.dest, user = ?req.user, pooled = upstream.from_pool(), "tunnel open");
+
+    let session = ctx.sessions.as_ref().map(|s| {
+        s.open(Opening {
+            resolved: upstream.stream().peer_addr().ok(),
+            from_pool: upstream.from_pool(),
+            ..opening(&req, peer)
+        })
+    });
+    // Without session tracking the relay still counts, into counters of its own.
+    let local = Counters::default();
+    let counters = session.as_ref().map_or(&local, |s| &s.counters);
+    let opts = RelayOptions {
+        idle_timeout: ctx.relay_idle_timeout,
+        cancel,
+        terminate: session.as_ref().map(|s| &s.terminate),
+        keep_unused_upstream: upstream.is_recyclable(),
+    };
+    ctx.metrics.sessions_active.inc();
+    let end = relay::run(&client, upstream.stream(), &req.early_data, counters, opts).await;
+    ctx.metrics.sessions_active.dec();
+    count_bytes(ctx, counters);
+    if let (Some(sessions), Some(session)) = (&ctx.sessions, &session) {
+        let (status, reason) = outcome(&end);
+        sessions.close(session, status, reason);
+    }
+    if matches!(end, Ok(RelayEnd::Unused)) {
+        // Not a byte went either way: the connection is as clean as a new one.
+        ctx.connector.recycle(upstream);
+    }
+    Ok(end?)
+}
+
 /// Logs, counts and reports a connection that did not end normally.
 fn record_failure(ctx: &Context, peer: SocketAddr, e: &ConnError) {
     let m = &ctx.metrics;
@@ -71,11 +165,32 @@ fn record_failure(ctx: &Context, peer: SocketAddr, e: &ConnError) {
                 client: peer.ip(),
                 user: user.clone(),
             });
+            let opening = Opening {
+                user: Some(user.clone()),
+                ..refused_before_request(peer, "socks5")
+            };
+            record_refusal(ctx, opening, Status::Rejected, "authentication failed");
         }
         ConnError::Handshake(HandshakeError::NoAcceptableMethod) => {
-            rejected("no_acceptable_method")
+            rejected("no_acceptable_method");
+            let opening = refused_before_request(peer, "socks5");
+            record_refusal(
+                ctx,
+                opening,
+                Status::Rejected,
+                "no acceptable authentication method offered",
+            );
         }
-        ConnError::Handshake(HandshakeError::Socks4NeedsAuth) => rejected("socks4_needs_auth"),
+        ConnError::Handshake(HandshakeError::Socks4NeedsAuth) => {
+            rejected("socks4_needs_auth");
+            let opening = refused_before_request(peer, "socks4");
+            record_refusal(
+                ctx,
+                opening,
+                Status::Rejected,
+                "SOCKS4 refused: username/password required",
+            );
+        }
         ConnError::Unsupported(_) => rejected("command_not_supported"),
         ConnError::HandshakeTimeout => handshake_failure("timeout"),
         ConnError::Handshake(HandshakeError::Closed) => handshake_failure("client_closed"),
@@ -100,6 +215,57 @@ fn record_failure(ctx: &Context, peer: SocketAddr, e: &ConnError) {
     debug!(client = %peer, error = %e, "connection ended with an error");
 }
 
+/// A session refused before its request was read: no destination or command.
+fn refused_before_request(peer: SocketAddr, protocol: &'static str) -> Opening {
+    Opening {
+        user: None,
+        client: peer,
+        destination: None,
+        resolved: None,
+        command: None,
+        protocol,
+        from_pool: false,
+    }
+}
+
+fn record_refusal(ctx: &Context, opening: Opening, status: Status, reason: &str) {
+    if let Some(sessions) = &ctx.sessions {
+        sessions.refused(opening, status, reason.to_owned());
+    }
+}
+
+fn opening(req: &Negotiated, peer: SocketAddr) -> Opening {
+    Opening {
+        user: req.user.clone(),
+        client: peer,
+        destination: Some(req.dest.to_string()),
+        resolved: None,
+        command: Some(match req.command {
+            Command::Connect => "connect",
+            Command::Bind => "bind",
+            Command::UdpAssociate => "udp_associate",
+        }),
+        protocol: match req.version {
+            Version::Socks4 => "socks4",
+            Version::Socks5 => "socks5",
+        },
+        from_pool: false,
+    }
+}
+
+/// The status and close reason of a tunnel that ran.
+fn outcome(end: &Result<RelayEnd, RelayError>) -> (Status, String) {
+    let closed = |reason: &str| (Status::Closed, reason.to_owned());
+    match end {
+        Ok(RelayEnd::Completed) => closed("completed"),
+        Ok(RelayEnd::Unused) => closed("client closed before any data"),
+        Ok(RelayEnd::IdleTimeout) => closed("idle timeout"),
+        Ok(RelayEnd::Shutdown) => closed("server shutdown"),
+        Ok(RelayEnd::Terminated) => (Status::Terminated, "terminated via the API".to_owned()),
+        Err(e) => (Status::Closed, e.to_string()),
+    }
+}
+
 fn reply_label(code: ReplyCode) -> &'static str {
     match code {
         ReplyCode::ConnectionRefused => "connection_refused",
@@ -107,72 +273,6 @@ fn reply_label(code: ReplyCode) -> &'static str {
         ReplyCode::HostUnreachable => "host_unreachable",
         _ => "general_failure",
     }
-}
-
-async fn run(
-    mut client: TcpStream,
-    peer: SocketAddr,
-    ctx: &Context,
-    cancel: &CancellationToken,
-) -> Result<RelayEnd, ConnError> {
-    let _ = client.set_nodelay(true);
-    let req = tokio::select! {
-        r = tokio::time::timeout(ctx.handshake_timeout, handshake::negotiate(&mut client, &ctx.auth)) => {
-            r.map_err(|_| ConnError::HandshakeTimeout)??
-        }
-        () = cancel.cancelled() => return Ok(RelayEnd::Shutdown),
-    };
-    if req.command != Command::Connect {
-        reply(
-            &mut client,
-            &req,
-            ReplyCode::CommandNotSupported,
-            unspecified(),
-        )
-        .await?;
-        return Err(ConnError::Unsupported(req.command));
-    }
-    let started = Instant::now();
-    let upstream = match ctx.connector.connect(&req.dest).await {
-        Ok(s) => s,
-        Err(source) => {
-            reply(&mut client, &req, source.reply(), unspecified()).await?;
-            return Err(ConnError::Connect {
-                dest: req.dest,
-                source,
-            });
-        }
-    };
-    let source = if upstream.from_pool() {
-        "pool_hit"
-    } else {
-        "new_dial"
-    };
-    ctx.metrics
-        .upstream_connect_seconds
-        .get_or_create(&[("source", source)])
-        .observe(started.elapsed().as_secs_f64());
-    let bind = upstream
-        .stream()
-        .local_addr()
-        .unwrap_or_else(|_| unspecified());
-    reply(&mut client, &req, ReplyCode::Succeeded, bind).await?;
-    debug!(client = %peer, dest = %req.dest, user = ?req.user, pooled = upstream.from_pool(), "tunnel open");
-    let counters = Counters::default();
-    let opts = RelayOptions {
-        idle_timeout: ctx.relay_idle_timeout,
-        cancel,
-        keep_unused_upstream: upstream.is_recyclable(),
-    };
-    ctx.metrics.sessions_active.inc();
-    let end = relay::run(&client, upstream.stream(), &req.early_data, &counters, opts).await;
-    ctx.metrics.sessions_active.dec();
-    count_bytes(ctx, &counters);
-    if matches!(end, Ok(RelayEnd::Unused)) {
-        // Not a byte went either way: the connection is as clean as a new one.
-        ctx.connector.recycle(upstream);
-    }
-    Ok(end?)
 }
 
 fn count_bytes(ctx: &Context, counters: &Counters) {

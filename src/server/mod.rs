@@ -23,6 +23,7 @@ use crate::auth::{AuthError, Authenticator};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::pool::{ConnectionPool, Connector};
+use crate::session::{Sessions, StoreError};
 use crate::telemetry::{Signal, Telemetry};
 
 #[derive(Debug, thiserror::Error)]
@@ -37,6 +38,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Auth(#[from] AuthError),
+    #[error(transparent)]
+    Sessions(#[from] StoreError),
 }
 
 /// Everything a connection needs, shared by all of them.
@@ -47,6 +50,8 @@ pub(crate) struct Context {
     pub relay_idle_timeout: Option<Duration>,
     pub telemetry: Telemetry,
     pub metrics: Arc<Metrics>,
+    /// None when `[sessions] enabled = false`.
+    pub sessions: Option<Arc<Sessions>>,
 }
 
 pub struct Server;
@@ -64,6 +69,14 @@ impl Server {
         }
         let connector = Connector::new(&config.server.pool, &telemetry);
         let metrics = Arc::new(Metrics::new(connector.pool().cloned()));
+        let sessions = match config.sessions.enabled {
+            true => Some(Arc::new(Sessions::start(
+                &config.sessions,
+                telemetry.clone(),
+                &metrics,
+            )?)),
+            false => None,
+        };
         let ctx = Arc::new(Context {
             auth,
             connector,
@@ -71,6 +84,7 @@ impl Server {
             relay_idle_timeout: config.server.relay_idle_timeout(),
             telemetry: telemetry.clone(),
             metrics: Arc::clone(&metrics),
+            sessions: sessions.clone(),
         });
         let tcp = bind(config.server.bind()).await?;
         let api_tcp = match config.api.enabled {
@@ -95,6 +109,7 @@ impl Server {
                     telemetry: telemetry.clone(),
                     metrics,
                     token: api_token,
+                    sessions,
                     max_events: config.telemetry.max_events,
                 };
                 let task = tokio::spawn(api::serve(api_tcp, deps, api_shutdown.clone()));
@@ -197,6 +212,10 @@ impl ServerHandle {
             self.tracker.wait().await;
         }
         self.ctx.connector.shutdown().await;
+        if let Some(sessions) = self.ctx.sessions.clone() {
+            // Writes every queued record before returning.
+            let _ = tokio::task::spawn_blocking(move || sessions.shutdown()).await;
+        }
         self.api_shutdown.cancel();
         if let Some(task) = self.api_task {
             let _ = task.await;

@@ -46,6 +46,8 @@ pub enum RelayEnd {
     IdleTimeout,
     /// The server's shutdown grace period ran out.
     Shutdown,
+    /// Ended on request (the API's terminate).
+    Terminated,
 }
 
 /// A socket error, with the side it happened on: whose fault it was.
@@ -84,6 +86,8 @@ pub struct RelayOptions<'a> {
     pub idle_timeout: Option<Duration>,
     /// Cancelled when the server gives up waiting for tunnels at shutdown.
     pub cancel: &'a CancellationToken,
+    /// Cancelled to end this one tunnel.
+    pub terminate: Option<&'a CancellationToken>,
     /// End with `RelayEnd::Unused` instead of half-closing the upstream when the
     /// client closes before any byte moved. Set when a pool can reuse the upstream;
     /// the price is that such a client cannot half-close and then wait for data.
@@ -124,7 +128,13 @@ pub async fn run(
         None,
     );
     let idle = idle_watchdog(counters, opts.idle_timeout);
-    tokio::pin!(up, down, idle);
+    let terminated = async {
+        match opts.terminate {
+            Some(t) => t.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(up, down, idle, terminated);
     let (mut up_done, mut down_done) = (false, false);
     while !(up_done && down_done) {
         tokio::select! {
@@ -135,6 +145,7 @@ pub async fn run(
             r = &mut down, if !down_done => { r?; down_done = true; }
             () = &mut idle => return Ok(RelayEnd::IdleTimeout),
             () = opts.cancel.cancelled() => return Ok(RelayEnd::Shutdown),
+            () = &mut terminated => return Ok(RelayEnd::Terminated),
         }
     }
     Ok(RelayEnd::Completed)

@@ -79,6 +79,8 @@ impl Proxy {
         let path = dir.path().join("rustsocks.toml");
         std::fs::write(&path, config_text).expect("write config");
         let mut cmd = Command::new(binary());
+        // The default session database is a relative path: keep it in the temp dir.
+        cmd.current_dir(dir.path());
         cmd.arg("--config").arg(&path);
         cmd.stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -154,6 +156,11 @@ impl Proxy {
         None
     }
 
+    /// The proxy's working directory (a temp dir): where relative paths land.
+    pub fn dir(&self) -> &Path {
+        self._dir.path()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -189,7 +196,9 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 /// Runs the binary with `args` and `stdin`, returning (status, stdout, stderr).
 pub fn run_cli(args: &[&str], stdin: &str) -> (ExitStatus, String, String) {
     use std::io::Write;
+    let cwd = TempDir::new();
     let mut child = Command::new(binary())
+        .current_dir(cwd.path())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -214,6 +223,10 @@ pub async fn start_in_process(toml: &str) -> rustsocks::ServerHandle {
     config.server.bind_address = std::net::Ipv4Addr::LOCALHOST.into();
     config.server.bind_port = 0;
     config.api.port = 0;
+    // In-process servers keep no session history unless the test configures it.
+    if !toml.contains("[sessions]") {
+        config.sessions.enabled = false;
+    }
     rustsocks::Server::start(config)
         .await
         .expect("server starts")

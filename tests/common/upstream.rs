@@ -212,3 +212,75 @@ pub fn tagging() -> SocketAddr {
         }
     })
 }
+
+/// Bytes one connection to `http_counting` read and wrote, recorded when it closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counted {
+    pub read: u64,
+    pub written: u64,
+}
+
+/// An HTTP/1.1 server that answers `GET /file` with `body` and any request with a
+/// body (`POST`, `PUT`) with a short receipt, and records per connection exactly
+/// how many bytes it read and wrote: the ground truth for session byte counts.
+pub fn http_counting(body: Vec<u8>) -> (SocketAddr, Arc<std::sync::Mutex<Vec<Counted>>>) {
+    let log = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&log);
+    let body = Arc::new(body);
+    let addr = serve_on(|listener| async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let (body, sink) = (Arc::clone(&body), Arc::clone(&sink));
+            tokio::spawn(async move {
+                let counted = count_one(s, &body).await;
+                sink.lock().unwrap().push(counted);
+            });
+        }
+    });
+    (addr, log)
+}
+
+async fn count_one(mut s: TcpStream, body: &[u8]) -> Counted {
+    let mut read = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut written = 0u64;
+    let mut answered = false;
+    loop {
+        if !answered {
+            if let Some(end) = read.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&read[..end]).to_lowercase();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if read.len() >= end + 4 + len {
+                    let payload: Vec<u8> = if head.starts_with("get /file ") {
+                        body.to_vec()
+                    } else {
+                        format!("received {len} bytes\n").into_bytes()
+                    };
+                    let response = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        payload.len()
+                    );
+                    if s.write_all(response.as_bytes()).await.is_err()
+                        || s.write_all(&payload).await.is_err()
+                    {
+                        break;
+                    }
+                    written = (response.len() + payload.len()) as u64;
+                    answered = true;
+                    let _ = s.shutdown().await;
+                }
+            }
+        }
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => read.extend_from_slice(&buf[..n]),
+        }
+    }
+    Counted {
+        read: read.len() as u64,
+        written,
+    }
+}

@@ -1,0 +1,168 @@
+//! Sessions: `GET /api/sessions/active`, `/history`, `/stats`, `/{id}`, and
+//! `POST /api/sessions/{id}/terminate`. Store queries run on the blocking pool.
+
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use axum::extract::{Path, RawQuery, State};
+use axum::Json;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use super::error::ApiError;
+use super::query::Params;
+use super::ApiState;
+use crate::session::{
+    ActiveSession, HistoryQuery, SessionStore, Sessions, SortKey, Status, StoreError,
+};
+
+/// Largest page of history, and the default.
+const MAX_PAGE_SIZE: u64 = 1000;
+const DEFAULT_PAGE_SIZE: u64 = 50;
+/// Entries in the top-users and top-destinations lists.
+const TOP: usize = 10;
+
+fn sessions(state: &ApiState) -> Result<&Arc<Sessions>, ApiError> {
+    state
+        .inner
+        .deps
+        .sessions
+        .as_ref()
+        .ok_or(ApiError::SessionsDisabled)
+}
+
+/// Runs a store query off the async workers.
+async fn query<T: Send + 'static>(
+    store: Arc<dyn SessionStore>,
+    f: impl FnOnce(&dyn SessionStore) -> Result<T, StoreError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let result = tokio::task::spawn_blocking(move || f(store.as_ref())).await;
+    Ok(result.map_err(|_| StoreError::Interrupted)??)
+}
+
+/// An active session as the API shows it: its record with live counts.
+fn live(s: &ActiveSession) -> Value {
+    let mut v = serde_json::to_value(&s.record).unwrap_or_default();
+    v["bytes_client_to_upstream"] = json!(s.counters.client_to_upstream.load(Relaxed));
+    v["bytes_upstream_to_client"] = json!(s.counters.upstream_to_client.load(Relaxed));
+    let elapsed = SystemTime::now()
+        .duration_since(s.record.started_at)
+        .unwrap_or_default();
+    v["duration_ms"] = json!(elapsed.as_millis() as u64);
+    v
+}
+
+pub async fn active(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let list: Vec<Value> = sessions(&state)?
+        .registry()
+        .snapshot()
+        .iter()
+        .map(|s| live(s))
+        .collect();
+    Ok(Json(json!({ "count": list.len(), "sessions": list })))
+}
+
+pub async fn history(
+    State(state): State<ApiState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let store = sessions(&state)?.store();
+    let p = Params::parse(
+        raw.as_deref(),
+        &[
+            "user",
+            "destination",
+            "status",
+            "client",
+            "since",
+            "until",
+            "sort",
+            "order",
+            "page",
+            "page_size",
+        ],
+    )?;
+    let descending = match p.get("order") {
+        None | Some("desc") => true,
+        Some("asc") => false,
+        Some(other) => {
+            let value = other.to_owned();
+            return Err(ApiError::BadParam {
+                name: "order",
+                value,
+                expected: "asc or desc".into(),
+            });
+        }
+    };
+    let q = HistoryQuery {
+        user: p.get("user").map(str::to_owned),
+        destination: p.get("destination").map(str::to_owned),
+        client: p.get("client").map(str::to_owned),
+        status: p.parsed::<Status>("status", &format!("one of {}", Status::NAMES))?,
+        since: p.time("since")?,
+        until: p.time("until")?,
+        sort: p
+            .parsed::<SortKey>("sort", "one of start, duration, bytes")?
+            .unwrap_or(SortKey::Start),
+        descending,
+        page: p.int("page", 1, u32::MAX as u64, 1)?,
+        page_size: p.int("page_size", 1, MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE)?,
+    };
+    let page = query(store, move |s| s.history(&q)).await?;
+    Ok(Json(serde_json::to_value(page).unwrap_or_default()))
+}
+
+pub async fn stats(
+    State(state): State<ApiState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let sessions = sessions(&state)?;
+    let p = Params::parse(raw.as_deref(), &["window_hours"])?;
+    let hours = p.int("window_hours", 1, 24 * 366, 24)?;
+    let since = SystemTime::now()
+        .checked_sub(Duration::from_secs(hours * 3600))
+        .unwrap_or(SystemTime::UNIX_EPOCH);
+    let stats = query(sessions.store(), move |s| s.stats(since, TOP)).await?;
+    let mut v = serde_json::to_value(stats).unwrap_or_default();
+    v["window_hours"] = json!(hours);
+    v["active"] = json!(sessions.registry().len());
+    Ok(Json(v))
+}
+
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| ApiError::BadSessionId {
+        value: raw.to_owned(),
+    })
+}
+
+pub async fn one(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let sessions = sessions(&state)?;
+    let id = parse_id(&raw)?;
+    if let Some(s) = sessions.registry().get(&id) {
+        return Ok(Json(live(&s)));
+    }
+    match query(sessions.store(), move |s| s.get(id)).await? {
+        Some(record) => Ok(Json(serde_json::to_value(record).unwrap_or_default())),
+        None => Err(ApiError::SessionNotFound(raw)),
+    }
+}
+
+pub async fn terminate(
+    State(state): State<ApiState>,
+    Path(raw): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let sessions = sessions(&state)?;
+    let id = parse_id(&raw)?;
+    if let Some(s) = sessions.registry().get(&id) {
+        s.terminate.cancel();
+        return Ok(Json(json!({ "id": id, "terminated": true })));
+    }
+    match query(sessions.store(), move |s| s.get(id)).await? {
+        Some(_) => Err(ApiError::SessionNotActive(raw)),
+        None => Err(ApiError::SessionNotFound(raw)),
+    }
+}

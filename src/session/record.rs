@@ -1,0 +1,114 @@
+//! What is recorded about a session, and the operations the store applies.
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use uuid::Uuid;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Active,
+    Closed,
+    Failed,
+    Rejected,
+    Terminated,
+}
+
+impl Status {
+    pub const NAMES: &'static str = "active, closed, failed, rejected, terminated";
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Closed => "closed",
+            Self::Failed => "failed",
+            Self::Rejected => "rejected",
+            Self::Terminated => "terminated",
+        }
+    }
+}
+
+impl FromStr for Status {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        match s {
+            "active" => Ok(Self::Active),
+            "closed" => Ok(Self::Closed),
+            "failed" => Ok(Self::Failed),
+            "rejected" => Ok(Self::Rejected),
+            "terminated" => Ok(Self::Terminated),
+            _ => Err(()),
+        }
+    }
+}
+
+/// One session: a SOCKS request, accepted or refused.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SessionRecord {
+    pub id: Uuid,
+    pub user: Option<String>,
+    /// Client address as ip:port.
+    pub client: String,
+    /// The destination as requested (host name or address, with port); none when
+    /// the session was refused before a request was read.
+    pub destination: Option<String>,
+    /// The upstream address actually connected to.
+    pub resolved: Option<String>,
+    /// connect | bind | udp_associate.
+    pub command: Option<String>,
+    /// socks4 | socks5.
+    pub protocol: String,
+    #[serde(serialize_with = "rfc3339")]
+    pub started_at: SystemTime,
+    #[serde(serialize_with = "rfc3339_opt")]
+    pub ended_at: Option<SystemTime>,
+    pub duration_ms: Option<u64>,
+    pub bytes_client_to_upstream: u64,
+    pub bytes_upstream_to_client: u64,
+    pub status: Status,
+    pub close_reason: Option<String>,
+    /// The upstream connection came from the pool (a hit).
+    pub from_pool: bool,
+}
+
+/// How a session ended, applied to its stored record.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finish {
+    pub id: Uuid,
+    pub ended_at: SystemTime,
+    pub duration_ms: u64,
+    pub bytes_client_to_upstream: u64,
+    pub bytes_upstream_to_client: u64,
+    pub status: Status,
+    pub close_reason: String,
+}
+
+/// A change to the history store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreOp {
+    /// A new record: an opening session (status active) or a refused one (final).
+    Insert(SessionRecord),
+    Finish(Finish),
+}
+
+pub(crate) fn unix_ms(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+pub(crate) fn from_unix_ms(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&humantime::format_rfc3339_millis(*t))
+}
+
+fn rfc3339_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => rfc3339(t, s),
+        None => s.serialize_none(),
+    }
+}

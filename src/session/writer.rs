@@ -1,0 +1,125 @@
+//! The batch writer: one thread that takes store operations off a bounded channel
+//! and writes them in transactions of up to `batch_size`, at most
+//! `batch_interval_ms` after the first of a batch arrived. The data path only ever
+//! `try_send`s to it.
+//!
+//! When the store fails (disk full, database locked), the operations stay queued,
+//! up to `max_queued` (beyond that new ones are dropped and counted), a telemetry
+//! error is raised once per failure streak, and every interval the writer tries
+//! again. The proxy keeps serving throughout.
+
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use prometheus_client::metrics::counter::Counter;
+
+use super::record::StoreOp;
+use super::store::SessionStore;
+use crate::telemetry::{Signal, Telemetry};
+
+/// How often finished sessions past `retention_days` are deleted.
+const CLEANUP_EVERY: Duration = Duration::from_secs(3600);
+
+pub(super) enum Msg {
+    /// Boxed: the bounded channel allocates `max_queued` slots up front, so a slot
+    /// is a pointer, not a whole record.
+    Op(Box<StoreOp>),
+    /// Write everything queued, then end.
+    Stop,
+}
+
+pub(super) struct Writer {
+    pub store: Arc<dyn SessionStore>,
+    pub batch_size: usize,
+    pub interval: Duration,
+    pub retention: Duration,
+    pub max_queued: usize,
+    pub telemetry: Telemetry,
+    pub dropped: Counter,
+    pub errors: Counter,
+}
+
+impl Writer {
+    pub fn run(self, rx: Receiver<Msg>) {
+        let mut pending: Vec<StoreOp> = Vec::new();
+        let mut failing = false;
+        let mut last_cleanup: Option<Instant> = None;
+        let mut stopping = false;
+        while !stopping {
+            // Wait for the first operation; wake each interval anyway to retry a
+            // failed batch and to run the cleanup.
+            match rx.recv_timeout(self.interval) {
+                Ok(Msg::Op(op)) => self.queue(&mut pending, *op),
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => stopping = true,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            // Gather what arrives within one interval of it, up to a batch.
+            let deadline = Instant::now() + self.interval;
+            while !stopping && pending.len() < self.batch_size {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match rx.recv_timeout(left) {
+                    Ok(Msg::Op(op)) => self.queue(&mut pending, *op),
+                    Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => stopping = true,
+                    Err(RecvTimeoutError::Timeout) => break,
+                }
+            }
+            if stopping {
+                while let Ok(Msg::Op(op)) = rx.try_recv() {
+                    self.queue(&mut pending, *op);
+                }
+            }
+            self.flush(&mut pending, &mut failing);
+            if last_cleanup.is_none_or(|t| t.elapsed() >= CLEANUP_EVERY) {
+                self.cleanup();
+                last_cleanup = Some(Instant::now());
+            }
+        }
+    }
+
+    fn queue(&self, pending: &mut Vec<StoreOp>, op: StoreOp) {
+        if pending.len() >= self.max_queued {
+            self.dropped.inc();
+        } else {
+            pending.push(op);
+        }
+    }
+
+    /// Writes `pending` in batches; on failure keeps the rest for the next try.
+    fn flush(&self, pending: &mut Vec<StoreOp>, failing: &mut bool) {
+        let mut written = 0;
+        while written < pending.len() {
+            let end = (written + self.batch_size).min(pending.len());
+            match self.store.apply(&pending[written..end]) {
+                Ok(()) => written = end,
+                Err(e) => {
+                    self.errors.inc();
+                    if !std::mem::replace(failing, true) {
+                        tracing::error!(error = %e, queued = pending.len() - written, "session store write failed; records wait in memory");
+                        self.telemetry.emit(Signal::SessionStoreFailed {
+                            error: e.to_string(),
+                            queued: pending.len() - written,
+                        });
+                    }
+                    break;
+                }
+            }
+        }
+        pending.drain(..written);
+        if pending.is_empty() && std::mem::take(failing) {
+            tracing::info!("session store writes again");
+            self.telemetry.emit(Signal::SessionStoreRecovered);
+        }
+    }
+
+    fn cleanup(&self) {
+        let Some(before) = SystemTime::now().checked_sub(self.retention) else {
+            return;
+        };
+        match self.store.cleanup(before) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "deleted sessions past retention_days"),
+            Err(e) => tracing::warn!(error = %e, "session cleanup failed"),
+        }
+    }
+}
