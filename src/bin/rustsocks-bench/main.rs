@@ -1,0 +1,192 @@
+//! rustsocks-bench: a load generator for any SOCKS5 proxy, and the targets it
+//! talks to. See loadtests/MANUAL.md.
+
+mod client;
+mod report;
+mod scenario;
+mod target;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use client::{Client, DestKind};
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    name = "rustsocks-bench",
+    version,
+    about = "Load generator for SOCKS5 proxies"
+)]
+struct Cli {
+    /// The proxy under test.
+    #[arg(long, default_value = "127.0.0.1:1080", global = true)]
+    proxy: SocketAddr,
+    /// No proxy: the same scenario straight to the target (the physical baseline).
+    #[arg(long, global = true)]
+    direct: bool,
+    /// Username/password authentication (RFC 1929).
+    #[arg(long, global = true, requires = "password")]
+    user: Option<String>,
+    #[arg(long, global = true)]
+    password: Option<String>,
+    /// How the destination is written in CONNECT: an IPv4 or IPv6 address, or the
+    /// name "localhost" for the proxy to resolve.
+    #[arg(long, value_enum, default_value = "ipv4", global = true)]
+    dest: DestKind,
+    /// Use a running `rustsocks-bench target` at this base port instead of starting
+    /// the targets inside this process.
+    #[arg(long, global = true)]
+    target: Option<SocketAddr>,
+    /// A name for this run in the JSON output (e.g. the proxy's name).
+    #[arg(long, default_value = "", global = true)]
+    label: String,
+    /// Bound on opening one tunnel.
+    #[arg(long, default_value_t = 10_000, global = true)]
+    timeout_ms: u64,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// N sequential sessions (connect, greeting, CONNECT, 64-byte echo, close).
+    Latency {
+        #[arg(long, default_value_t = 5_000)]
+        count: u64,
+        #[arg(long, default_value_t = 60)]
+        max_secs: u64,
+    },
+    /// The same sessions from C concurrent workers.
+    Rate {
+        #[arg(long, default_value_t = 50)]
+        concurrency: u64,
+        #[arg(long, default_value_t = 20_000)]
+        count: u64,
+        #[arg(long, default_value_t = 60)]
+        max_secs: u64,
+    },
+    /// Bulk transfer over S streams for a fixed time.
+    Throughput {
+        #[arg(long, default_value_t = 1)]
+        streams: u64,
+        #[arg(long, value_enum, default_value = "down")]
+        direction: scenario::Direction,
+        #[arg(long, default_value_t = 5.0)]
+        secs: f64,
+    },
+    /// Hold K tunnels open and report the proxy's resident memory per tunnel.
+    Idle {
+        #[arg(long, default_value_t = 2_000)]
+        tunnels: u64,
+        /// The proxy's process id (its /proc/PID/status is read).
+        #[arg(long)]
+        pid: u32,
+        #[arg(long, default_value_t = 2)]
+        hold_secs: u64,
+    },
+    /// Run the echo, sink and source targets on BIND, BIND+1 and BIND+2 until killed.
+    Target {
+        #[arg(long, default_value = "127.0.0.1:7000")]
+        bind: SocketAddr,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    if let Scenario::Target { bind } = cli.scenario {
+        let t = target::start(bind).await?;
+        eprintln!(
+            "targets: echo {}, sink {}, source {}",
+            t.echo, t.sink, t.source
+        );
+        std::future::pending::<()>().await;
+    }
+    let targets = match cli.target {
+        Some(base) => target::Targets::at(base),
+        None => {
+            let ip: std::net::IpAddr = if cli.dest == DestKind::Ipv6 {
+                "::1".parse()?
+            } else {
+                "127.0.0.1".parse()?
+            };
+            target::start(SocketAddr::new(ip, 0))
+                .await
+                .context("starting the embedded targets")?
+        }
+    };
+    let client = Client {
+        proxy: (!cli.direct).then_some(cli.proxy),
+        credentials: cli.user.zip(cli.password),
+        dest_kind: cli.dest,
+        timeout: Duration::from_millis(cli.timeout_ms),
+    };
+    let (name, (mut result, lines)) = match cli.scenario {
+        Scenario::Latency { count, max_secs } => (
+            "latency",
+            scenario::latency(&client, targets.echo, count, Duration::from_secs(max_secs)).await,
+        ),
+        Scenario::Rate {
+            concurrency,
+            count,
+            max_secs,
+        } => (
+            "rate",
+            scenario::rate(
+                &client,
+                targets.echo,
+                concurrency,
+                count,
+                Duration::from_secs(max_secs),
+            )
+            .await,
+        ),
+        Scenario::Throughput {
+            streams,
+            direction,
+            secs,
+        } => (
+            "throughput",
+            scenario::throughput(
+                &client,
+                targets.sink,
+                targets.source,
+                streams,
+                direction,
+                secs,
+            )
+            .await?,
+        ),
+        Scenario::Idle {
+            tunnels,
+            pid,
+            hold_secs,
+        } => (
+            "idle",
+            scenario::idle(
+                &client,
+                targets.echo,
+                tunnels,
+                pid,
+                Duration::from_secs(hold_secs),
+            )
+            .await?,
+        ),
+        Scenario::Target { .. } => unreachable!("handled above"),
+    };
+    result["scenario"] = json!(name);
+    result["label"] = json!(cli.label);
+    result["proxy"] = json!(client.proxy.map(|p| p.to_string()));
+    result["dest"] = json!(format!("{:?}", cli.dest).to_lowercase());
+    report::emit(&result, &lines);
+    Ok(())
+}

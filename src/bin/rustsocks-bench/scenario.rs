@@ -1,0 +1,244 @@
+//! The measurements: latency, rate, throughput, idle.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::client::Client;
+use crate::report::{self, describe, histogram, record, summary, Progress};
+
+/// Bytes echoed per session: a small request and its answer.
+const ECHO_BYTES: usize = 64;
+
+/// One session: open a tunnel, echo 64 bytes, close. Returns the CONNECT-to-reply time.
+async fn session(client: &Client, echo: SocketAddr) -> anyhow::Result<Duration> {
+    let (mut s, connect) = client.open(echo).await?;
+    let out = [0xA5u8; ECHO_BYTES];
+    s.write_all(&out).await?;
+    let mut back = [0u8; ECHO_BYTES];
+    tokio::time::timeout(client.timeout, s.read_exact(&mut back))
+        .await
+        .context("echo timed out")??;
+    if back != out {
+        bail!("echo returned different bytes");
+    }
+    Ok(connect)
+}
+
+pub async fn latency(
+    client: &Client,
+    echo: SocketAddr,
+    count: u64,
+    max: Duration,
+) -> (Value, Vec<String>) {
+    let (mut whole, mut connect) = (histogram(), histogram());
+    let mut errors = 0u64;
+    let mut last_error = None;
+    let mut progress = Progress::new("latency");
+    let started = Instant::now();
+    let mut done = 0;
+    while done < count && started.elapsed() < max {
+        let t = Instant::now();
+        match session(client, echo).await {
+            Ok(c) => {
+                record(&mut whole, t.elapsed());
+                record(&mut connect, c);
+            }
+            Err(e) => {
+                errors += 1;
+                last_error = Some(e.to_string());
+            }
+        }
+        done += 1;
+        progress.tick(done, count);
+    }
+    progress.finish();
+    let elapsed = started.elapsed().as_secs_f64();
+    let result = json!({
+        "sessions": done, "errors": errors, "last_error": last_error, "elapsed_s": elapsed,
+        "sessions_per_s": done as f64 / elapsed,
+        "session_us": summary(&whole), "connect_reply_us": summary(&connect),
+    });
+    let lines = vec![
+        format!("latency: {done} sequential sessions in {elapsed:.2} s = {:.0} sessions/s, {errors} errors", done as f64 / elapsed),
+        format!("  whole session:    {}", describe(&whole)),
+        format!("  CONNECT-to-reply: {}", describe(&connect)),
+    ];
+    (result, lines)
+}
+
+pub async fn rate(
+    client: &Client,
+    echo: SocketAddr,
+    concurrency: u64,
+    count: u64,
+    max: Duration,
+) -> (Value, Vec<String>) {
+    let next = Arc::new(AtomicU64::new(0));
+    let errors = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, next, errors) = (client.clone(), Arc::clone(&next), Arc::clone(&errors));
+        workers.push(tokio::spawn(async move {
+            let (mut whole, mut connect) = (histogram(), histogram());
+            while next.fetch_add(1, Ordering::Relaxed) < count && started.elapsed() < max {
+                let t = Instant::now();
+                match session(&client, echo).await {
+                    Ok(c) => {
+                        record(&mut whole, t.elapsed());
+                        record(&mut connect, c);
+                    }
+                    Err(_) => {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
+            (whole, connect)
+        }));
+    }
+    let mut progress = Progress::new("rate");
+    while !workers.iter().all(|w| w.is_finished()) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        progress.tick(next.load(Ordering::Relaxed).min(count), count);
+    }
+    progress.finish();
+    let (mut whole, mut connect) = (histogram(), histogram());
+    for w in workers {
+        if let Ok((a, b)) = w.await {
+            let _ = whole.add(a);
+            let _ = connect.add(b);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let errors = errors.load(Ordering::Relaxed);
+    let ok = whole.len();
+    let result = json!({
+        "concurrency": concurrency, "sessions": ok, "errors": errors, "elapsed_s": elapsed,
+        "sessions_per_s": ok as f64 / elapsed,
+        "session_us": summary(&whole), "connect_reply_us": summary(&connect),
+    });
+    let lines = vec![
+        format!("rate: {ok} sessions with {concurrency} concurrent in {elapsed:.2} s = {:.0} sessions/s, {errors} errors", ok as f64 / elapsed),
+        format!("  whole session:    {}", report::describe(&whole)),
+        format!("  CONNECT-to-reply: {}", report::describe(&connect)),
+    ];
+    (result, lines)
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Direction {
+    /// Client to target (through the proxy's client-to-upstream path).
+    Up,
+    /// Target to client.
+    Down,
+}
+
+pub async fn throughput(
+    client: &Client,
+    sink: SocketAddr,
+    source: SocketAddr,
+    streams: u64,
+    direction: Direction,
+    secs: f64,
+) -> anyhow::Result<(Value, Vec<String>)> {
+    let target = if direction == Direction::Up {
+        sink
+    } else {
+        source
+    };
+    let mut tunnels = Vec::new();
+    for _ in 0..streams {
+        tunnels.push(client.open(target).await?.0);
+    }
+    let duration = Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    let tasks: Vec<_> = tunnels
+        .into_iter()
+        .map(|s| tokio::spawn(stream_for(s, direction, started + duration)))
+        .collect();
+    let mut total = 0u64;
+    for t in tasks {
+        total += t.await.context("stream task")??;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let mbps = total as f64 / elapsed / 1e6;
+    let result = json!({ "streams": streams, "direction": format!("{direction:?}").to_lowercase(), "bytes": total, "elapsed_s": elapsed, "mb_per_s": mbps });
+    let lines = vec![format!("throughput: {streams} stream(s) {direction:?}: {total} bytes in {elapsed:.2} s = {mbps:.0} MB/s")];
+    Ok((result, lines))
+}
+
+async fn stream_for(mut s: TcpStream, direction: Direction, until: Instant) -> anyhow::Result<u64> {
+    let mut buf = vec![0x5Au8; 256 * 1024];
+    let mut moved = 0u64;
+    while Instant::now() < until {
+        let n = match direction {
+            Direction::Up => s.write(&buf).await?,
+            Direction::Down => s.read(&mut buf).await?,
+        };
+        if n == 0 {
+            bail!("tunnel closed during the transfer");
+        }
+        moved += n as u64;
+    }
+    Ok(moved)
+}
+
+/// Resident memory of process `pid`, in bytes.
+fn rss(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("reading /proc/{pid}/status"))?;
+    let kb: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .context("no VmRSS line")?;
+    Ok(kb * 1024)
+}
+
+pub async fn idle(
+    client: &Client,
+    echo: SocketAddr,
+    tunnels: u64,
+    pid: u32,
+    hold: Duration,
+) -> anyhow::Result<(Value, Vec<String>)> {
+    // Warm up, so allocator pools and the runtime are already grown.
+    for _ in 0..50 {
+        session(client, echo).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let before = rss(pid)?;
+    let mut open = Vec::new();
+    let mut progress = Progress::new("idle");
+    for i in 0..tunnels {
+        let (mut s, _) = client.open(echo).await?;
+        // One echo, so the tunnel is fully relaying before it goes quiet.
+        s.write_all(b"x").await?;
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).await?;
+        open.push(s);
+        progress.tick(i + 1, tunnels);
+    }
+    progress.finish();
+    tokio::time::sleep(hold).await;
+    let after = rss(pid)?;
+    drop(open);
+    let per_tunnel = after.saturating_sub(before) as f64 / tunnels as f64;
+    let result = json!({ "tunnels": tunnels, "pid": pid, "rss_before": before, "rss_after": after, "bytes_per_tunnel": per_tunnel });
+    let lines = vec![format!(
+        "idle: {tunnels} open tunnels: RSS {:.1} MB -> {:.1} MB = {:.0} bytes ({:.1} KB) per tunnel",
+        before as f64 / 1e6,
+        after as f64 / 1e6,
+        per_tunnel,
+        per_tunnel / 1024.0
+    )];
+    Ok((result, lines))
+}
