@@ -51,7 +51,9 @@ pub struct Opening {
 impl Opening {
     fn record(self, status: Status, started_at: SystemTime) -> SessionRecord {
         SessionRecord {
-            id: Uuid::new_v4(),
+            // Time-ordered (v7): new rows append to the primary-key index instead of
+            // landing at random places in it.
+            id: Uuid::now_v7(),
             user: self.user,
             client: self.client.to_string(),
             destination: self.destination,

@@ -33,8 +33,7 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE sessions (
         from_pool INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX sessions_started ON sessions(started_at);
-    CREATE INDEX sessions_user ON sessions(user);
-    CREATE INDEX sessions_status ON sessions(status);"];
+    CREATE INDEX sessions_user ON sessions(user);"];
 
 /// How long a write waits for a lock held by another process before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(1000);

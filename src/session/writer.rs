@@ -8,11 +8,13 @@
 //! error is raised once per failure streak, and every interval the writer tries
 //! again. The proxy keeps serving throughout.
 
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
+use uuid::Uuid;
 
 use super::record::StoreOp;
 use super::store::SessionStore;
@@ -87,6 +89,7 @@ impl Writer {
 
     /// Writes `pending` in batches; on failure keeps the rest for the next try.
     fn flush(&self, pending: &mut Vec<StoreOp>, failing: &mut bool) {
+        coalesce(pending);
         let mut written = 0;
         while written < pending.len() {
             let end = (written + self.batch_size).min(pending.len());
@@ -121,5 +124,101 @@ impl Writer {
             Ok(n) => tracing::info!(deleted = n, "deleted sessions past retention_days"),
             Err(e) => tracing::warn!(error = %e, "session cleanup failed"),
         }
+    }
+}
+
+/// Folds each `Finish` into the `Insert` of the same session when that insert is
+/// still waiting: most sessions open and close within one interval, and this
+/// makes them one row write instead of two.
+fn coalesce(pending: &mut Vec<StoreOp>) {
+    let mut inserts: HashMap<Uuid, usize> = HashMap::new();
+    let mut merged = vec![false; pending.len()];
+    for i in 0..pending.len() {
+        match &pending[i] {
+            StoreOp::Insert(r) => {
+                inserts.insert(r.id, i);
+            }
+            StoreOp::Finish(f) => {
+                let Some(&at) = inserts.get(&f.id) else {
+                    continue;
+                };
+                let f = f.clone();
+                if let StoreOp::Insert(r) = &mut pending[at] {
+                    r.ended_at = Some(f.ended_at);
+                    r.duration_ms = Some(f.duration_ms);
+                    r.bytes_client_to_upstream = f.bytes_client_to_upstream;
+                    r.bytes_upstream_to_client = f.bytes_upstream_to_client;
+                    r.status = f.status;
+                    r.close_reason = Some(f.close_reason);
+                    merged[i] = true;
+                }
+            }
+        }
+    }
+    let mut i = 0;
+    pending.retain(|_| {
+        i += 1;
+        !merged[i - 1]
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::session::record::{Finish, SessionRecord, Status};
+    use std::time::SystemTime;
+
+    fn record(id: Uuid) -> SessionRecord {
+        SessionRecord {
+            id,
+            user: None,
+            client: "127.0.0.1:1".into(),
+            destination: None,
+            resolved: None,
+            command: None,
+            protocol: "socks5".into(),
+            started_at: SystemTime::now(),
+            ended_at: None,
+            duration_ms: None,
+            bytes_client_to_upstream: 0,
+            bytes_upstream_to_client: 0,
+            status: Status::Active,
+            close_reason: None,
+            from_pool: false,
+        }
+    }
+
+    fn finish(id: Uuid) -> Finish {
+        Finish {
+            id,
+            ended_at: SystemTime::now(),
+            duration_ms: 5,
+            bytes_client_to_upstream: 10,
+            bytes_upstream_to_client: 20,
+            status: Status::Closed,
+            close_reason: "completed".into(),
+        }
+    }
+
+    #[test]
+    fn a_session_opened_and_closed_in_one_batch_becomes_one_insert() {
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let mut ops = vec![
+            StoreOp::Insert(record(a)),
+            StoreOp::Insert(record(b)),
+            StoreOp::Finish(finish(a)),
+            StoreOp::Finish(finish(c)), // its insert was written in an earlier batch
+        ];
+        coalesce(&mut ops);
+        assert_eq!(ops.len(), 3);
+        let StoreOp::Insert(merged) = &ops[0] else {
+            panic!("insert first")
+        };
+        assert_eq!(
+            (merged.status, merged.bytes_upstream_to_client),
+            (Status::Closed, 20)
+        );
+        assert!(matches!(&ops[1], StoreOp::Insert(r) if r.id == b && r.status == Status::Active));
+        assert!(matches!(&ops[2], StoreOp::Finish(f) if f.id == c));
     }
 }
