@@ -5,6 +5,8 @@
 #
 #   loadtests/compare.sh peers [ROUNDS]     RustSocks vs --direct vs microsocks vs Dante
 #   loadtests/compare.sh sessions [ROUNDS]  RustSocks with session tracking off vs on
+#   loadtests/compare.sh pool [ROUNDS]      pool off vs on, target 5 ms away (needs root:
+#                                           scripts/netns-latency.sh sets up the round trip)
 #
 # Installs microsocks and dante-server with apt-get when `peers` needs them.
 set -euo pipefail
@@ -14,8 +16,10 @@ what=${1:?usage: loadtests/compare.sh peers|sessions [ROUNDS]}
 rounds=${2:-3}
 work=$(mktemp -d)
 pids=()
+netns=false
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+    if $netns; then scripts/netns-latency.sh down >/dev/null; fi
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -40,7 +44,10 @@ wait_port() {
 start_rustsocks() {
     local port=$1 extra=$2 dir="$work/rs-$1"
     mkdir -p "$dir"
-    printf '[server]\nbind_port = %s\n[api]\nenabled = false\n[logging]\nlevel = "warn"\n%b\n' "$port" "$extra" >"$dir/rustsocks.toml"
+    # An [api] section in EXTRA_TOML replaces the default (API off).
+    local api='[api]\nenabled = false\n'
+    [[ $extra == *"[api]"* ]] && api=''
+    printf '[server]\nbind_port = %s\n%b[logging]\nlevel = "warn"\n%b\n' "$port" "$api" "$extra" >"$dir/rustsocks.toml"
     (cd "$dir" && exec "$OLDPWD/target/release/rustsocks" --config rustsocks.toml >/dev/null 2>"$dir/log") &
     echo $!
 }
@@ -84,6 +91,16 @@ case $what in
         p=$(start_rustsocks 21091 "[sessions]\\nenabled = true\\ndatabase_url = \"sqlite://$work/sessions.db\""); pids+=("$p"); variants+=("sessions-on 21091 $p")
         scenarios=("latency --count 5000" "rate --concurrency 50 --count 20000" "throughput --streams 1 --secs 3")
         ;;
+    pool)
+        netns=true
+        scripts/netns-latency.sh up 5
+        off='[sessions]\nenabled = false\n[api]\nport = 21190'
+        # Each variant gets its own target (see scripts/netns-latency.sh on TIME_WAIT).
+        p=$(start_rustsocks 21100 "$off"); pids+=("$p"); variants+=("pool-off 21100 $p 21190 10.203.0.2:7000")
+        p=$(start_rustsocks 21101 "${off/21190/21191}\n[server.pool]\nenabled = true\nmax_idle_per_dest = 8\nmax_total_idle = 256"); pids+=("$p"); variants+=("pool-8 21101 $p 21191 10.203.0.2:7010")
+        p=$(start_rustsocks 21102 "${off/21190/21192}\n[server.pool]\nenabled = true\nmax_idle_per_dest = 64\nmax_total_idle = 256"); pids+=("$p"); variants+=("pool-64 21102 $p 21192 10.203.0.2:7020")
+        scenarios=("pool --concurrency 1 --count 500" "pool --concurrency 50 --count 3000")
+        ;;
     *) echo "unknown comparison: $what" >&2; exit 2 ;;
 esac
 for v in "${variants[@]}"; do
@@ -95,10 +112,13 @@ echo "==> $rounds round(s) of ${#scenarios[@]} scenario(s) x ${#variants[@]} var
 for round in $(seq 1 "$rounds"); do
     for scenario in "${scenarios[@]}"; do
         for v in "${variants[@]}"; do
-            read -r label port pid <<<"$v"
+            read -r label port pid api target <<<"$v"
             args=(--label "$label")
+            [ -n "${target:-}" ] && args+=(--target "$target")
             if [ "$port" = 0 ]; then args+=(--direct); else args+=(--proxy "127.0.0.1:$port"); fi
-            if [[ $scenario == idle* ]]; then
+            if [[ $scenario == pool* ]]; then
+                scenario_args=($scenario --api "127.0.0.1:$api")
+            elif [[ $scenario == idle* ]]; then
                 [ "$port" = 0 ] && continue
                 # Dante forks per client; its parent's memory is not the whole story.
                 [ "$label" = dante ] && continue
@@ -112,30 +132,4 @@ for round in $(seq 1 "$rounds"); do
     done
 done
 
-python3 - "$out" <<'PY'
-import json, statistics, sys
-rows = [json.loads(l) for l in open(sys.argv[1])]
-def key(r):
-    s = r["scenario"]
-    if s == "rate": return f"rate c={r['concurrency']}"
-    if s == "throughput": return f"throughput {r['streams']} stream(s) {r['direction']}"
-    if s == "idle": return f"idle {r['tunnels']} tunnels"
-    return s
-def fig(r):
-    s = r["scenario"]
-    if s in ("latency", "rate"):
-        return {"sessions/s": r["sessions_per_s"], "connect p50 us": r["connect_reply_us"]["p50"] if r["connect_reply_us"] else None,
-                "session p99 us": r["session_us"]["p99"] if r["session_us"] else None, "errors": r["errors"]}
-    if s == "throughput": return {"MB/s": r["mb_per_s"]}
-    if s == "idle": return {"bytes/tunnel": r["bytes_per_tunnel"]}
-groups = {}
-for r in rows:
-    groups.setdefault((key(r), r["label"]), []).append(fig(r))
-for (k, label), runs in sorted(groups.items()):
-    parts = []
-    for name in runs[0]:
-        vals = [x[name] for x in runs if x[name] is not None]
-        if not vals: continue
-        parts.append(f"{name} {statistics.median(vals):,.0f} ({min(vals):,.0f}-{max(vals):,.0f})")
-    print(f"{k:34} {label:14} " + "; ".join(parts) + f"  [n={len(runs)}]")
-PY
+python3 loadtests/summarize.py "$out"

@@ -5,6 +5,7 @@ mod client;
 mod report;
 mod scenario;
 mod target;
+mod wire;
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -77,6 +78,19 @@ enum Scenario {
         #[arg(long, default_value_t = 5.0)]
         secs: f64,
     },
+    /// `rate` (or `latency` with --concurrency 1) plus the proxy's pool hit rate,
+    /// read from its management API; for a target behind an emulated round trip.
+    Pool {
+        /// The RustSocks management API (for /api/pool/stats).
+        #[arg(long, default_value = "127.0.0.1:9090")]
+        api: SocketAddr,
+        #[arg(long, default_value_t = 1)]
+        concurrency: u64,
+        #[arg(long, default_value_t = 2_000)]
+        count: u64,
+        #[arg(long, default_value_t = 60)]
+        max_secs: u64,
+    },
     /// Hold K tunnels open and report the proxy's resident memory per tunnel.
     Idle {
         #[arg(long, default_value_t = 2_000)]
@@ -92,10 +106,26 @@ enum Scenario {
         #[arg(long, default_value = "127.0.0.1:7000")]
         bind: SocketAddr,
     },
+    /// Latency emulator: join TUN devices A and B, delaying each packet by half
+    /// of --rtt-ms (see scripts/netns-latency.sh). Runs until killed; needs root.
+    Wire {
+        #[arg(long, default_value = "rsw0")]
+        a: String,
+        #[arg(long, default_value = "rsw1")]
+        b: String,
+        #[arg(long, default_value_t = 5.0)]
+        rtt_ms: f64,
+        /// Fraction of packets to drop, 0 to below 1.
+        #[arg(long, default_value_t = 0.0)]
+        loss: f64,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Scenario::Wire { a, b, rtt_ms, loss } = &cli.scenario {
+        return wire::run(a, b, Duration::from_secs_f64(rtt_ms / 1000.0), *loss);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -166,6 +196,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?,
         ),
+        Scenario::Pool {
+            api,
+            concurrency,
+            count,
+            max_secs,
+        } => (
+            "pool",
+            scenario::pool(
+                &client,
+                targets.echo,
+                api,
+                concurrency,
+                count,
+                Duration::from_secs(max_secs),
+            )
+            .await?,
+        ),
         Scenario::Idle {
             tunnels,
             pid,
@@ -181,7 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?,
         ),
-        Scenario::Target { .. } => unreachable!("handled above"),
+        Scenario::Target { .. } | Scenario::Wire { .. } => unreachable!("handled above"),
     };
     result["scenario"] = json!(name);
     result["label"] = json!(cli.label);

@@ -82,10 +82,12 @@ pub async fn rate(
 ) -> (Value, Vec<String>) {
     let next = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
+    let last_error = Arc::new(std::sync::Mutex::new(None::<String>));
     let started = Instant::now();
     let mut workers = Vec::new();
     for _ in 0..concurrency {
         let (client, next, errors) = (client.clone(), Arc::clone(&next), Arc::clone(&errors));
+        let last_error = Arc::clone(&last_error);
         workers.push(tokio::spawn(async move {
             let (mut whole, mut connect) = (histogram(), histogram());
             while next.fetch_add(1, Ordering::Relaxed) < count && started.elapsed() < max {
@@ -95,8 +97,10 @@ pub async fn rate(
                         record(&mut whole, t.elapsed());
                         record(&mut connect, c);
                     }
-                    Err(_) => {
+                    Err(e) => {
                         errors.fetch_add(1, Ordering::Relaxed);
+                        *last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(format!("{e:#}"));
                     }
                 }
             }
@@ -121,6 +125,7 @@ pub async fn rate(
     let ok = whole.len();
     let result = json!({
         "concurrency": concurrency, "sessions": ok, "errors": errors, "elapsed_s": elapsed,
+        "last_error": last_error.lock().unwrap_or_else(|p| p.into_inner()).clone(),
         "sessions_per_s": ok as f64 / elapsed,
         "session_us": summary(&whole), "connect_reply_us": summary(&connect),
     });
@@ -240,5 +245,83 @@ pub async fn idle(
         per_tunnel,
         per_tunnel / 1024.0
     )];
+    Ok((result, lines))
+}
+
+/// GET `path` from a RustSocks management API, as JSON.
+async fn api_get(api: SocketAddr, path: &str) -> anyhow::Result<Value> {
+    let mut s = TcpStream::connect(api)
+        .await
+        .with_context(|| format!("connecting to the API at {api}"))?;
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await?;
+    let start = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("malformed HTTP response")?
+        + 4;
+    serde_json::from_slice(&raw[start..]).context("the API did not answer JSON (chunked?)")
+}
+
+/// Pool counters that say where each session's connection came from.
+async fn pool_counters(api: SocketAddr) -> anyhow::Result<[u64; 4]> {
+    let v = api_get(api, "/api/pool/stats").await?;
+    let s = &v["stats"];
+    if s.is_null() {
+        return Ok([0; 4]);
+    }
+    let get = |k: &str| s[k].as_u64().unwrap_or(0);
+    Ok([
+        get("hits"),
+        get("misses"),
+        get("new_connections"),
+        get("refreshed"),
+    ])
+}
+
+/// `rate` against a target a real round trip away, with the proxy's pool
+/// statistics before and after: hit rate, and dials that never carried a byte.
+pub async fn pool(
+    client: &Client,
+    echo: SocketAddr,
+    api: SocketAddr,
+    concurrency: u64,
+    count: u64,
+    max: Duration,
+) -> anyhow::Result<(Value, Vec<String>)> {
+    let before = pool_counters(api).await?;
+    let (mut result, mut lines) = if concurrency <= 1 {
+        latency(client, echo, count, max).await
+    } else {
+        rate(client, echo, concurrency, count, max).await
+    };
+    // Let refills started by the last sessions land, so they are counted.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = pool_counters(api).await?;
+    let [hits, misses, new, refreshed] = [0, 1, 2, 3].map(|i| after[i] - before[i]);
+    let sessions = hits + misses;
+    let hit_rate = if sessions > 0 {
+        hits as f64 / sessions as f64
+    } else {
+        0.0
+    };
+    // Every session used one connection: a pooled one (a hit) or its own dial.
+    let unused = refreshed.saturating_sub(hits);
+    let unused_share = if sessions > 0 {
+        unused as f64 / sessions as f64
+    } else {
+        0.0
+    };
+    result["pool"] = json!({ "hits": hits, "misses": misses, "new_connections": new, "refreshed": refreshed,
+                             "hit_rate": hit_rate, "unused_dials": unused, "unused_dials_per_session": unused_share });
+    lines.push(format!(
+        "  pool: hit rate {:.1} % ({hits} hits, {misses} misses); {refreshed} refill dials, {unused} never used ({:.1} % of sessions)",
+        hit_rate * 100.0,
+        unused_share * 100.0
+    ));
     Ok((result, lines))
 }

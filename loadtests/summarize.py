@@ -1,0 +1,61 @@
+#!/usr/bin/env python3
+"""Prints the median (min-max) of each figure per scenario and variant from
+rustsocks-bench JSON lines: loadtests/summarize.py loadtests/results/FILE.jsonl"""
+import json
+import statistics
+import sys
+
+
+def key(r):
+    s = r["scenario"]
+    if s == "pool":
+        return f"pool c={r.get('concurrency', 1)}"
+    if s == "rate":
+        return f"rate c={r['concurrency']}"
+    if s == "throughput":
+        return f"throughput {r['streams']} stream(s) {r['direction']}"
+    if s == "idle":
+        return f"idle {r['tunnels']} tunnels"
+    return s
+
+
+def pct(h, q):
+    return h[q] if h else None
+
+
+def figures(r):
+    s = r["scenario"]
+    if s in ("latency", "rate", "pool"):
+        f = {"sessions/s": r["sessions_per_s"], "connect p50 us": pct(r["connect_reply_us"], "p50"),
+             "connect p99 us": pct(r["connect_reply_us"], "p99"), "session p99 us": pct(r["session_us"], "p99"),
+             "errors": r["errors"]}
+        if s == "pool":
+            f["hit %"] = 100 * r["pool"]["hit_rate"]
+            f["unused dials %"] = 100 * r["pool"]["unused_dials_per_session"]
+        return f
+    if s == "throughput":
+        return {"MB/s": r["mb_per_s"]}
+    if s == "idle":
+        return {"bytes/tunnel": r["bytes_per_tunnel"]}
+    return {}
+
+
+def main(path):
+    groups = {}
+    for line in open(path):
+        r = json.loads(line)
+        groups.setdefault((key(r), r["label"]), []).append(figures(r))
+    for (k, label), runs in sorted(groups.items()):
+        parts = []
+        for name in runs[0]:
+            vals = [x[name] for x in runs if x.get(name) is not None]
+            if not vals:
+                continue
+            fmt = "{:,.1f}" if name.endswith("%") else "{:,.0f}"
+            med, lo, hi = (fmt.format(v) for v in (statistics.median(vals), min(vals), max(vals)))
+            parts.append(f"{name} {med} ({lo}-{hi})")
+        print(f"{k:32} {label:12} " + "; ".join(parts) + f"  [n={len(runs)}]")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

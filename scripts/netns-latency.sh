@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# An emulated network round trip on loopback-only machines (no netem): a network
+# namespace holding a target, reached through two TUN devices joined by
+# `rustsocks-bench wire`, which delays every packet by half the round trip.
+#
+#   scripts/netns-latency.sh up [RTT_MS] [LOSS]   set up (tears down a previous setup first)
+#   scripts/netns-latency.sh down                 tear down (safe to repeat)
+#
+# After `up`, three `rustsocks-bench target`s (echo, sink, source on consecutive
+# ports) listen at 10.203.0.2:7000, :7010 and :7020 inside namespace rsbench; this
+# side of the wire is 10.203.0.1. Separate targets let comparisons give each variant
+# its own destination: every short connection leaves a TIME_WAIT entry for its
+# address pair for 60 s, and one pair has only ~28,000 ephemeral ports. Needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ns=rsbench
+here=rsw0
+there=rsw1
+run=/run/rustsocks-netns
+bench=${BENCH:-target/release/rustsocks-bench}
+
+down() {
+    for f in "$run"/*.pid; do
+        [ -e "$f" ] || continue
+        kill "$(cat "$f")" 2>/dev/null || true
+        rm -f "$f"
+    done
+    ip netns del "$ns" 2>/dev/null || true
+    ip link del "$here" 2>/dev/null || true
+}
+
+up() {
+    local rtt=${1:-5} loss=${2:-0}
+    down
+    [ -x "$bench" ] || cargo build --release --quiet --bin rustsocks-bench
+    mkdir -p "$run"
+    ip netns add "$ns"
+    "$bench" wire --a "$here" --b "$there" --rtt-ms "$rtt" --loss "$loss" >"$run/wire.log" 2>&1 &
+    echo $! >"$run/wire.pid"
+    for _ in $(seq 1 100); do
+        ip link show "$there" >/dev/null 2>&1 && break
+        sleep 0.05
+    done
+    ip link set "$there" netns "$ns"
+    ip addr add 10.203.0.1/30 dev "$here"
+    ip link set "$here" up
+    ip -n "$ns" link set lo up
+    ip -n "$ns" addr add 10.203.0.2/30 dev "$there"
+    ip -n "$ns" link set "$there" up
+    for port in 7000 7010 7020; do
+        ip netns exec "$ns" "$bench" target --bind "10.203.0.2:$port" >"$run/target-$port.log" 2>&1 &
+        echo $! >"$run/target-$port.pid"
+    done
+    for port in 7000 7010 7020; do
+        for _ in $(seq 1 100); do
+            (exec 3<>"/dev/tcp/10.203.0.2/$port") 2>/dev/null && continue 2
+            sleep 0.05
+        done
+        echo "the target at 10.203.0.2:$port did not come up; see $run/*.log" >&2
+        return 1
+    done
+    echo "up: targets at 10.203.0.2:7000, :7010, :7020; round trip ${rtt} ms"
+}
+
+case ${1:-} in
+    up) shift; up "$@" ;;
+    down) down; echo "down" ;;
+    *) echo "usage: $0 up [RTT_MS] [LOSS] | down" >&2; exit 2 ;;
+esac

@@ -1,0 +1,124 @@
+//! `rustsocks-bench wire`: a latency emulator for kernels without netem. Two TUN
+//! devices joined by a userspace loop: every packet read from one is written to
+//! the other half a round-trip time later (optionally dropping a fraction). With one
+//! device moved into a network namespace (scripts/netns-latency.sh does that), a
+//! target in that namespace is a real round trip away from processes outside it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::AsRawFd;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
+const IFF_TUN: libc::c_short = 0x0001;
+const IFF_NO_PI: libc::c_short = 0x1000;
+/// Largest packet read from a device (its MTU is 1500; this leaves room).
+const MAX_PACKET: usize = 65_536;
+/// Packets in flight per direction before the reader waits.
+const QUEUE: usize = 65_536;
+
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    flags: libc::c_short,
+    _pad: [u8; 22],
+}
+
+/// Creates (or attaches to) TUN device `name`, without packet-information headers.
+fn open_tun(name: &str) -> anyhow::Result<File> {
+    if name.is_empty() || name.len() >= libc::IFNAMSIZ {
+        bail!(
+            "device name {name:?} must be 1 to {} bytes",
+            libc::IFNAMSIZ - 1
+        );
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/net/tun")
+        .context("opening /dev/net/tun (needs root)")?;
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        flags: IFF_TUN | IFF_NO_PI,
+        _pad: [0; 22],
+    };
+    for (dst, src) in req.name.iter_mut().zip(name.bytes()) {
+        *dst = src as libc::c_char;
+    }
+    // SAFETY: TUNSETIFF reads an ifreq-sized struct that outlives the call.
+    let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF as _, &mut req as *mut IfReq) };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error())
+            .with_context(|| format!("creating TUN device {name}"));
+    }
+    Ok(file)
+}
+
+/// A tiny xorshift generator for the drop decision: reproducible, no dependency.
+struct Rng(u64);
+
+impl Rng {
+    fn next_f64(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Moves packets from `from` to `to`, each `delay` after it was read. One thread
+/// reads and stamps, one waits and writes, so a slow write never delays reading.
+fn direction(
+    mut from: File,
+    mut to: File,
+    delay: Duration,
+    loss: f64,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let (tx, rx) = mpsc::sync_channel::<(Instant, Vec<u8>)>(QUEUE);
+    std::thread::spawn(move || {
+        for (due, packet) in rx {
+            let now = Instant::now();
+            if due > now {
+                std::thread::sleep(due - now);
+            }
+            // A failed write is a lost packet, as on a real wire.
+            let _ = to.write(&packet);
+        }
+    });
+    let mut rng = Rng(seed | 1);
+    let mut buf = vec![0u8; MAX_PACKET];
+    loop {
+        let n = from.read(&mut buf).context("reading a TUN device")?;
+        if loss > 0.0 && rng.next_f64() < loss {
+            continue;
+        }
+        if tx
+            .send((Instant::now() + delay, buf[..n].to_vec()))
+            .is_err()
+        {
+            return Ok(());
+        }
+    }
+}
+
+/// Runs until killed: `a` <-> `b` with `rtt` round trip and `loss` (0..1) dropped.
+pub fn run(a: &str, b: &str, rtt: Duration, loss: f64) -> anyhow::Result<()> {
+    if !(0.0..1.0).contains(&loss) {
+        bail!("--loss must be at least 0 and below 1");
+    }
+    let (ta, tb) = (open_tun(a)?, open_tun(b)?);
+    let half = rtt / 2;
+    let (ta2, tb2) = (ta.try_clone()?, tb.try_clone()?);
+    eprintln!(
+        "wire: {a} <-> {b}, round trip {rtt:?}, loss {:.2} %",
+        loss * 100.0
+    );
+    let back = std::thread::spawn(move || direction(tb2, ta2, half, loss, 0x9E37_79B9));
+    direction(ta, tb, half, loss, 0x85EB_CA6B)?;
+    back.join()
+        .map_err(|_| anyhow::anyhow!("wire thread panicked"))?
+}
