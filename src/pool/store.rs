@@ -29,6 +29,8 @@ pub(super) struct DestEntry {
     pub dialing: usize,
     /// The last checkout request; drives the "recent demand" rule of refills.
     pub last_demand: Option<Instant>,
+    /// The last refill dial failed: no growth until a dial succeeds.
+    pub refill_failing: bool,
     pub tally: Tally,
     pub shared: Arc<DestShared>,
 }
@@ -39,6 +41,7 @@ impl DestEntry {
             idle: Vec::new(),
             dialing: 0,
             last_demand: None,
+            refill_failing: false,
             tally: Tally::default(),
             shared: Arc::default(),
         }
