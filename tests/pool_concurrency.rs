@@ -16,10 +16,9 @@ use std::time::{Duration, Instant};
 use common::{start_in_process, upstream};
 use hdrhistogram::Histogram;
 use rustsocks::pool::{ConnectionPool, PoolConfig};
-use rustsocks::protocol::socks5::{Command, Greeting, Method, Reply, ReplyCode, Request};
-use rustsocks::protocol::{Decode, Encode, TargetAddr};
+use rustsocks::protocol::socks5::{Command, Reply, ReplyCode, Request};
+use rustsocks::protocol::{Encode, TargetAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 /// Upper bound on any one scenario, so a regression cannot hang the run.
@@ -124,38 +123,16 @@ async fn pool_checkout_500_concurrent() {
 /// One SOCKS5 session: greeting, CONNECT, 64-byte echo, close. Returns the
 /// CONNECT-to-reply time.
 async fn session(proxy: std::net::SocketAddr, dest: &TargetAddr) -> Duration {
-    let mut s = TcpStream::connect(proxy).await.expect("connect to proxy");
+    let mut s = common::socks::connect(proxy).await;
     s.set_nodelay(true).unwrap();
-    s.write_all(
-        &Greeting {
-            methods: vec![Method::NO_AUTH],
-        }
-        .to_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut sel = [0u8; 2];
-    s.read_exact(&mut sel).await.unwrap();
+    common::socks::greet(&mut s).await;
     let t = Instant::now();
-    s.write_all(
-        &Request {
-            command: Command::Connect,
-            dest: dest.clone(),
-        }
-        .to_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut buf = Vec::new();
-    let reply = loop {
-        let mut chunk = [0u8; 64];
-        let n = s.read(&mut chunk).await.unwrap();
-        assert!(n > 0, "proxy closed before replying");
-        buf.extend_from_slice(&chunk[..n]);
-        if let Some((reply, _)) = Reply::decode(&buf).unwrap() {
-            break reply;
-        }
+    let request = Request {
+        command: Command::Connect,
+        dest: dest.clone(),
     };
+    s.write_all(&request.to_bytes()).await.unwrap();
+    let reply = common::socks::read_msg::<Reply>(&mut s).await;
     let connect_time = t.elapsed();
     assert_eq!(reply.code, ReplyCode::Succeeded);
     let payload = [7u8; 64];

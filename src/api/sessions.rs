@@ -130,24 +130,32 @@ pub async fn stats(
     Ok(Json(v))
 }
 
-fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
-    Uuid::parse_str(raw).map_err(|_| ApiError::BadSessionId {
+/// A session found by id: live in the registry, or only in the store.
+enum Found {
+    Active(Arc<ActiveSession>),
+    Recorded(Box<crate::session::SessionRecord>),
+}
+
+async fn find(sessions: &Sessions, raw: &str) -> Result<Found, ApiError> {
+    let id = Uuid::parse_str(raw).map_err(|_| ApiError::BadSessionId {
         value: raw.to_owned(),
-    })
+    })?;
+    if let Some(s) = sessions.registry().get(&id) {
+        return Ok(Found::Active(s));
+    }
+    match query(sessions.store(), move |s| s.get(id)).await? {
+        Some(record) => Ok(Found::Recorded(Box::new(record))),
+        None => Err(ApiError::SessionNotFound(raw.to_owned())),
+    }
 }
 
 pub async fn one(
     State(state): State<ApiState>,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let sessions = sessions(&state)?;
-    let id = parse_id(&raw)?;
-    if let Some(s) = sessions.registry().get(&id) {
-        return Ok(Json(live(&s)));
-    }
-    match query(sessions.store(), move |s| s.get(id)).await? {
-        Some(record) => Ok(Json(serde_json::to_value(record).unwrap_or_default())),
-        None => Err(ApiError::SessionNotFound(raw)),
+    match find(sessions(&state)?, &raw).await? {
+        Found::Active(s) => Ok(Json(live(&s))),
+        Found::Recorded(record) => Ok(Json(serde_json::to_value(record).unwrap_or_default())),
     }
 }
 
@@ -155,14 +163,11 @@ pub async fn terminate(
     State(state): State<ApiState>,
     Path(raw): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let sessions = sessions(&state)?;
-    let id = parse_id(&raw)?;
-    if let Some(s) = sessions.registry().get(&id) {
-        s.terminate.cancel();
-        return Ok(Json(json!({ "id": id, "terminated": true })));
-    }
-    match query(sessions.store(), move |s| s.get(id)).await? {
-        Some(_) => Err(ApiError::SessionNotActive(raw)),
-        None => Err(ApiError::SessionNotFound(raw)),
+    match find(sessions(&state)?, &raw).await? {
+        Found::Active(s) => {
+            s.terminate.cancel();
+            Ok(Json(json!({ "id": s.record.id, "terminated": true })))
+        }
+        Found::Recorded(_) => Err(ApiError::SessionNotActive(raw)),
     }
 }

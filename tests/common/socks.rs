@@ -48,9 +48,8 @@ pub async fn connect(proxy: SocketAddr) -> TcpStream {
         .expect("connect to proxy")
 }
 
-/// Greeting offering no-auth, then a request; returns the stream and the reply.
-pub async fn socks5(proxy: SocketAddr, command: Command, dest: TargetAddr) -> (TcpStream, Reply) {
-    let mut s = connect(proxy).await;
+/// Sends a greeting offering only no-auth and checks that the proxy chose it.
+pub async fn greet(s: &mut TcpStream) {
     s.write_all(
         &Greeting {
             methods: vec![Method::NO_AUTH],
@@ -60,9 +59,15 @@ pub async fn socks5(proxy: SocketAddr, command: Command, dest: TargetAddr) -> (T
     .await
     .unwrap();
     assert_eq!(
-        read_msg::<MethodSelection>(&mut s).await,
+        read_msg::<MethodSelection>(s).await,
         MethodSelection(Method::NO_AUTH)
     );
+}
+
+/// Greeting offering no-auth, then a request; returns the stream and the reply.
+pub async fn socks5(proxy: SocketAddr, command: Command, dest: TargetAddr) -> (TcpStream, Reply) {
+    let mut s = connect(proxy).await;
+    greet(&mut s).await;
     s.write_all(&Request { command, dest }.to_bytes())
         .await
         .unwrap();
