@@ -4,17 +4,31 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Tools the integration tests call: curl (an independent SOCKS client) and ip
-# (iproute2, to bring up loopback in a test's own network namespace).
+# Tools the integration tests call: curl (an independent SOCKS client), ip
+# (iproute2, to bring up loopback in a test's own network namespace) and python3
+# with PySocks (an independent UDP client).
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing ${missing[*]}"
-    sudo=""
-    [ "$(id -u)" -eq 0 ] || sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# PySocks: an independent SOCKS5 UDP client for the UDP ASSOCIATE tests.
+if ! python3 -c 'import socks' 2>/dev/null; then
+    echo "==> installing PySocks"
+    if ! command -v python3 >/dev/null 2>&1; then
+        $sudo apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3 python3-socks
+    else
+        python3 -m pip install --quiet PySocks 2>/dev/null \
+            || python3 -m pip install --quiet --break-system-packages PySocks 2>/dev/null \
+            || { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-socks; }
+    fi
 fi
 
 echo "==> cargo fmt --check"

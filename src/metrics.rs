@@ -31,6 +31,14 @@ const REJECT_REASONS: &[&str] = &[
 const HANDSHAKE_REASONS: &[&str] = &["timeout", "malformed", "client_closed", "io_error"];
 const DIRECTIONS: &[&str] = &["client_to_upstream", "upstream_to_client"];
 const SOURCES: &[&str] = &["pool_hit", "new_dial"];
+const UDP_DROPS: &[&str] = &[
+    "foreign_source",
+    "malformed",
+    "fragmented",
+    "unresolved",
+    "no_route",
+    "send_failed",
+];
 const REPLIES: &[&str] = &[
     "connection_refused",
     "network_unreachable",
@@ -66,6 +74,13 @@ pub struct Metrics {
     pub sessions_dropped: Counter,
     /// Failed writes to the session history store.
     pub session_store_errors: Counter,
+    /// UDP datagrams relayed; direction = client_to_upstream | upstream_to_client.
+    pub udp_datagrams: Family<Label, Counter>,
+    /// UDP datagrams dropped; reason = foreign_source | malformed | fragmented |
+    /// unresolved | no_route | send_failed.
+    pub udp_dropped: Family<Label, Counter>,
+    /// Inbound BIND connections refused because they came from another host.
+    pub bind_refused: Counter,
 }
 
 impl fmt::Debug for Metrics {
@@ -89,6 +104,9 @@ impl Metrics {
             sessions_active: Gauge::default(),
             sessions_dropped: Counter::default(),
             session_store_errors: Counter::default(),
+            udp_datagrams: Family::default(),
+            udp_dropped: Family::default(),
+            bind_refused: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -148,6 +166,21 @@ impl Metrics {
             "Failed writes to the session history store",
             m.session_store_errors.clone(),
         );
+        registry.register(
+            "udp_datagrams",
+            "UDP datagrams relayed, by direction",
+            m.udp_datagrams.clone(),
+        );
+        registry.register(
+            "udp_dropped",
+            "UDP datagrams dropped, by reason",
+            m.udp_dropped.clone(),
+        );
+        registry.register(
+            "bind_refused",
+            "BIND inbound connections refused (unexpected host)",
+            m.bind_refused.clone(),
+        );
         registry.register_collector(Box::new(PoolCollector { pool }));
         for r in REJECT_REASONS {
             let _ = m.connections_rejected.get_or_create(&[("reason", r)]);
@@ -160,6 +193,12 @@ impl Metrics {
         }
         for s in SOURCES {
             let _ = m.upstream_connect_seconds.get_or_create(&[("source", s)]);
+        }
+        for d in DIRECTIONS {
+            let _ = m.udp_datagrams.get_or_create(&[("direction", d)]);
+        }
+        for r in UDP_DROPS {
+            let _ = m.udp_dropped.get_or_create(&[("reason", r)]);
         }
         for r in REPLIES {
             let _ = m.upstream_connect_failures.get_or_create(&[("reply", r)]);

@@ -100,25 +100,29 @@ async fn refused_and_failed_requests_are_recorded_with_their_reason() {
                  [sessions]\nbatch_interval_ms = 50\n";
     let proxy = Proxy::start(&config("", users));
     assert!(socks::login(proxy.addr, "mallory", "guess").await.is_none());
+    // SOCKS4 cannot authenticate, so with userpass it is refused.
+    let mut s4 = socks::connect(proxy.addr).await;
+    s4.write_all(&[4, 1, 0, 80, 127, 0, 0, 1, 0]).await.unwrap();
+    read_until_closed(&mut s4).await;
     let refused = upstream::closed_port();
-    for (command, dest) in [(Command::Connect, refused), (Command::Bind, refused)] {
-        let mut s = socks::login(proxy.addr, "alice", "pw").await.unwrap();
-        use rustsocks::protocol::Encode;
-        let req = rustsocks::protocol::socks5::Request {
-            command,
-            dest: dest.into(),
-        };
-        s.write_all(&req.to_bytes()).await.unwrap();
-        read_until_closed(&mut s).await;
-    }
+    let mut s = socks::login(proxy.addr, "alice", "pw").await.unwrap();
+    use rustsocks::protocol::Encode;
+    let req = rustsocks::protocol::socks5::Request {
+        command: Command::Connect,
+        dest: refused.into(),
+    };
+    s.write_all(&req.to_bytes()).await.unwrap();
+    read_until_closed(&mut s).await;
     let rejected = wait_history(&proxy, "status=rejected&sort=start&order=asc", 2).await;
     let list = rejected["sessions"].as_array().unwrap();
     assert_eq!(list[0]["user"], "mallory");
     assert_eq!(list[0]["close_reason"], "authentication failed");
     assert!(list[0]["destination"].is_null());
-    assert_eq!(list[1]["user"], "alice");
-    assert_eq!(list[1]["command"], "bind");
-    assert_eq!(list[1]["close_reason"], "command not supported");
+    assert_eq!(list[1]["protocol"], "socks4");
+    assert_eq!(
+        list[1]["close_reason"],
+        "SOCKS4 refused: username/password required"
+    );
     let failed = wait_history(&proxy, "status=failed", 1).await;
     let f = &failed["sessions"][0];
     assert_eq!(f["destination"], refused.to_string());

@@ -86,14 +86,14 @@ async fn upstream_failures_get_their_reply_codes() {
 }
 
 #[tokio::test]
-async fn unsupported_commands_get_0x07() {
+async fn socks4_bind_is_rejected() {
     let (proxy, echo) = setup().await;
-    for command in [Command::Bind, Command::UdpAssociate] {
-        assert_eq!(
-            reply_code(&proxy, command, echo.into()).await,
-            ReplyCode::CommandNotSupported
-        );
-    }
+    let mut s = socks::connect(proxy.addr).await;
+    let mut req = vec![4, 2];
+    req.extend_from_slice(&echo.port().to_be_bytes());
+    req.extend_from_slice(&[127, 0, 0, 1, 0]);
+    s.write_all(&req).await.unwrap();
+    assert_eq!(read_until_closed(&mut s).await, [0, 0x5B, 0, 0, 0, 0, 0, 0]);
     still_serves(&proxy, echo).await;
 }
 

@@ -22,6 +22,13 @@ pub struct ServerConfig {
     pub shutdown_grace_secs: u64,
     /// Permit a non-loopback bind with no authentication (an open proxy).
     pub allow_open_proxy: bool,
+    /// Address BIND listens on and reports; default: the address the client
+    /// connected to.
+    pub external_address: Option<IpAddr>,
+    /// How long BIND waits for its one inbound connection.
+    pub bind_timeout_secs: u64,
+    /// A UDP association with no datagram either way for this long is ended.
+    pub udp_idle_timeout_secs: u64,
     pub pool: PoolSection,
 }
 
@@ -35,6 +42,9 @@ impl Default for ServerConfig {
             relay_idle_timeout_secs: 0,
             shutdown_grace_secs: 10,
             allow_open_proxy: false,
+            external_address: None,
+            bind_timeout_secs: 60,
+            udp_idle_timeout_secs: 120,
             pool: PoolSection::default(),
         }
     }
@@ -56,6 +66,14 @@ impl ServerConfig {
 
     pub fn shutdown_grace(&self) -> Duration {
         Duration::from_secs(self.shutdown_grace_secs)
+    }
+
+    pub fn bind_timeout(&self) -> Duration {
+        Duration::from_secs(self.bind_timeout_secs)
+    }
+
+    pub fn udp_idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.udp_idle_timeout_secs)
     }
 }
 

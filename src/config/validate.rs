@@ -40,6 +40,8 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     let at_least_one = [
         ("server.max_connections", s.max_connections as u64),
         ("server.handshake_timeout_ms", s.handshake_timeout_ms),
+        ("server.bind_timeout_secs", s.bind_timeout_secs),
+        ("server.udp_idle_timeout_secs", s.udp_idle_timeout_secs),
         ("server.pool.connect_timeout_ms", s.pool.connect_timeout_ms),
         (
             "server.pool.max_idle_per_dest",

@@ -9,6 +9,7 @@
 mod addr;
 pub mod socks4;
 pub mod socks5;
+pub mod udp;
 
 #[cfg(test)]
 mod tests;
@@ -62,6 +63,8 @@ pub enum ProtocolError {
     DomainNotUtf8,
     #[error("SOCKS4 field longer than {MAX_SOCKS4_FIELD} bytes")]
     FieldTooLong,
+    #[error("datagram shorter than its header")]
+    Truncated,
 }
 
 impl ProtocolError {
@@ -80,7 +83,8 @@ impl ProtocolError {
             | Self::NoMethods
             | Self::UnsupportedAuthVersion(_)
             | Self::EmptyUsername
-            | Self::FieldTooLong => None,
+            | Self::FieldTooLong
+            | Self::Truncated => None,
         }
     }
 }

@@ -119,7 +119,23 @@ proptest! {
     }
 
     #[test]
+    fn udp_header_round_trips(frag in any::<u8>(), dest in target(), payload in proptest::collection::vec(any::<u8>(), 0..64)) {
+        let header = super::udp::UdpHeader { frag, dest };
+        let mut bytes = Vec::new();
+        header.encode(&mut bytes);
+        let len = bytes.len();
+        for cut in 0..len {
+            prop_assert!(super::udp::UdpHeader::decode(&bytes[..cut]).is_err());
+        }
+        bytes.extend_from_slice(&payload);
+        let (decoded, rest) = super::udp::UdpHeader::decode(&bytes).unwrap();
+        prop_assert_eq!(decoded, header);
+        prop_assert_eq!(rest, &payload[..]);
+    }
+
+    #[test]
     fn decoders_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+        let _ = super::udp::UdpHeader::decode(&bytes);
         let _ = Greeting::decode(&bytes);
         let _ = MethodSelection::decode(&bytes);
         let _ = UserPassRequest::decode(&bytes);

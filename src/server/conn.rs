@@ -2,9 +2,9 @@
 //! log, the metrics, the telemetry feed and the session record.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
@@ -15,11 +15,11 @@ use super::Context;
 use crate::pool::ConnectError;
 use crate::protocol::socks5::{Command, ReplyCode};
 use crate::protocol::TargetAddr;
-use crate::session::{Opening, Status};
+use crate::session::{ActiveSession, Opening, Status};
 use crate::telemetry::Signal;
 
 #[derive(Debug, thiserror::Error)]
-enum ConnError {
+pub(super) enum ConnError {
     #[error("handshake timed out")]
     HandshakeTimeout,
     #[error(transparent)]
@@ -36,6 +36,8 @@ enum ConnError {
     Reply(#[source] std::io::Error),
     #[error(transparent)]
     Relay(#[from] RelayError),
+    #[error("BIND: no inbound connection within {0:?}")]
+    BindTimeout(std::time::Duration),
 }
 
 pub(super) async fn serve(
@@ -63,27 +65,39 @@ async fn run(
         }
         () = cancel.cancelled() => return Ok(RelayEnd::Shutdown),
     };
-    if req.command != Command::Connect {
-        reply(
-            &mut client,
-            &req,
-            ReplyCode::CommandNotSupported,
-            unspecified(),
-        )
-        .await?;
-        record_refusal(
-            ctx,
-            opening(&req, peer),
-            Status::Rejected,
-            "command not supported",
-        );
-        return Err(ConnError::Unsupported(req.command));
+    match (req.command, req.version) {
+        (Command::Connect, _) => connect(client, peer, req, ctx, cancel).await,
+        (Command::UdpAssociate, Version::Socks5) => {
+            super::udp::associate(client, peer, req, ctx, cancel).await
+        }
+        (Command::Bind, Version::Socks5) => {
+            super::bind::serve(client, peer, req, ctx, cancel).await
+        }
+        (command, _) => {
+            reply(&client, &req, ReplyCode::CommandNotSupported, None).await?;
+            record_refusal(
+                ctx,
+                opening(&req, peer),
+                Status::Rejected,
+                "command not supported",
+            );
+            Err(ConnError::Unsupported(command))
+        }
     }
+}
+
+async fn connect(
+    client: TcpStream,
+    peer: SocketAddr,
+    req: Negotiated,
+    ctx: &Context,
+    cancel: &CancellationToken,
+) -> Result<RelayEnd, ConnError> {
     let started = Instant::now();
     let upstream = match ctx.connector.connect(&req.dest).await {
         Ok(s) => s,
         Err(source) => {
-            reply(&mut client, &req, source.reply(), unspecified()).await?;
+            reply(&client, &req, source.reply(), None).await?;
             record_refusal(
                 ctx,
                 opening(&req, peer),
@@ -105,20 +119,17 @@ async fn run(
         .upstream_connect_seconds
         .get_or_create(&[("source", source)])
         .observe(started.elapsed().as_secs_f64());
-    let bind = upstream
-        .stream()
-        .local_addr()
-        .unwrap_or_else(|_| unspecified());
-    reply(&mut client, &req, ReplyCode::Succeeded, bind).await?;
+    let bind = upstream.stream().local_addr().ok();
+    reply(&client, &req, ReplyCode::Succeeded, bind).await?;
     debug!(client = %peer, dest = %req.dest, user = ?req.user, pooled = upstream.from_pool(), "tunnel open");
 
-    let session = ctx.sessions.as_ref().map(|s| {
-        s.open(Opening {
-            resolved: upstream.stream().peer_addr().ok(),
-            from_pool: upstream.from_pool(),
-            ..opening(&req, peer)
-        })
-    });
+    let session = open_session(
+        ctx,
+        &req,
+        peer,
+        upstream.stream().peer_addr().ok(),
+        upstream.from_pool(),
+    );
     // Without session tracking the relay still counts, into counters of its own.
     let local = Counters::default();
     let counters = session.as_ref().map_or(&local, |s| &s.counters);
@@ -131,16 +142,42 @@ async fn run(
     ctx.metrics.sessions_active.inc();
     let end = relay::run(&client, upstream.stream(), &req.early_data, counters, opts).await;
     ctx.metrics.sessions_active.dec();
-    count_bytes(ctx, counters);
-    if let (Some(sessions), Some(session)) = (&ctx.sessions, &session) {
-        let (status, reason) = outcome(&end);
-        sessions.close(session, status, reason);
-    }
+    finish(ctx, session.as_ref(), counters, &end);
     if matches!(end, Ok(RelayEnd::Unused)) {
         // Not a byte went either way: the connection is as clean as a new one.
         ctx.connector.recycle(upstream);
     }
     Ok(end?)
+}
+
+/// Registers a session that is about to relay, when sessions are tracked.
+pub(super) fn open_session(
+    ctx: &Context,
+    req: &Negotiated,
+    peer: SocketAddr,
+    resolved: Option<SocketAddr>,
+    from_pool: bool,
+) -> Option<Arc<ActiveSession>> {
+    let sessions = ctx.sessions.as_ref()?;
+    Some(sessions.open(Opening {
+        resolved,
+        from_pool,
+        ..opening(req, peer)
+    }))
+}
+
+/// Counts a finished relay's bytes and closes its session record.
+pub(super) fn finish(
+    ctx: &Context,
+    session: Option<&Arc<ActiveSession>>,
+    counters: &Counters,
+    end: &Result<RelayEnd, RelayError>,
+) {
+    count_bytes(ctx, counters);
+    if let (Some(sessions), Some(session)) = (&ctx.sessions, session) {
+        let (status, reason) = outcome(end);
+        sessions.close(session, status, reason);
+    }
 }
 
 /// Logs, counts and reports a connection that did not end normally.
@@ -210,7 +247,7 @@ fn record_failure(ctx: &Context, peer: SocketAddr, e: &ConnError) {
             });
             return;
         }
-        ConnError::Reply(_) | ConnError::Relay(_) => {}
+        ConnError::Reply(_) | ConnError::Relay(_) | ConnError::BindTimeout(_) => {}
     }
     debug!(client = %peer, error = %e, "connection ended with an error");
 }
@@ -288,14 +325,17 @@ fn count_bytes(ctx: &Context, counters: &Counters) {
         .inc_by(down);
 }
 
-async fn reply(
-    client: &mut TcpStream,
+/// Sends the reply for `req`'s protocol; BND is all zeros when `bind` is None.
+pub(super) async fn reply(
+    client: &TcpStream,
     req: &Negotiated,
     code: ReplyCode,
-    bind: SocketAddr,
+    bind: Option<SocketAddr>,
 ) -> Result<(), ConnError> {
-    let bytes = handshake::encode_reply(req.version, code, bind);
-    client.write_all(&bytes).await.map_err(ConnError::Reply)
+    let bytes = handshake::encode_reply(req.version, code, bind.unwrap_or_else(unspecified));
+    relay::write_all(client, &bytes)
+        .await
+        .map_err(ConnError::Reply)
 }
 
 fn unspecified() -> SocketAddr {

@@ -3,10 +3,12 @@
 //! `Server::start` binds the listener and returns a handle; the accept loop hands
 //! each client to `conn::serve`, which runs handshake → connector → relay.
 
+mod bind;
 mod conn;
 pub mod handshake;
 mod listener;
 pub mod relay;
+mod udp;
 
 use std::io;
 use std::net::SocketAddr;
@@ -48,6 +50,9 @@ pub(crate) struct Context {
     pub connector: Connector,
     pub handshake_timeout: Duration,
     pub relay_idle_timeout: Option<Duration>,
+    pub external_address: Option<std::net::IpAddr>,
+    pub bind_timeout: Duration,
+    pub udp_idle_timeout: Duration,
     pub telemetry: Telemetry,
     pub metrics: Arc<Metrics>,
     /// None when `[sessions] enabled = false`.
@@ -82,6 +87,9 @@ impl Server {
             connector,
             handshake_timeout: config.server.handshake_timeout(),
             relay_idle_timeout: config.server.relay_idle_timeout(),
+            external_address: config.server.external_address,
+            bind_timeout: config.server.bind_timeout(),
+            udp_idle_timeout: config.server.udp_idle_timeout(),
             telemetry: telemetry.clone(),
             metrics: Arc::clone(&metrics),
             sessions: sessions.clone(),

@@ -223,7 +223,7 @@ fn write_now(dst: &TcpStream, mut data: &[u8]) -> io::Result<Option<Vec<u8>>> {
     Ok(None)
 }
 
-async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+pub(super) async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
     while !data.is_empty() {
         dst.writable().await?;
         match dst.try_write(data) {

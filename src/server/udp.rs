@@ -1,0 +1,266 @@
+//! UDP ASSOCIATE (RFC 1928 section 7): one relay socket that faces the client,
+//! living exactly as long as the client's TCP control connection.
+//!
+//! Datagrams are taken only from the client's address (and its port, when the
+//! request named one). Each carries the SOCKS UDP header; fragments (FRAG != 0) and
+//! malformed headers are dropped and counted. Payloads go upstream from a socket of
+//! the destination's address family; answers come back wrapped in a header naming
+//! their sender, and only from destinations the client has sent to.
+
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
+
+use tokio::net::{TcpStream, UdpSocket};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::conn::{finish, open_session, reply, ConnError};
+use super::handshake::Negotiated;
+use super::relay::{Counters, RelayEnd};
+use super::Context;
+use crate::metrics::Metrics;
+use crate::protocol::socks5::ReplyCode;
+use crate::protocol::udp::UdpHeader;
+use crate::protocol::TargetAddr;
+
+/// Largest UDP payload (IPv4); buffers are this big so nothing is truncated.
+const MAX_DATAGRAM: usize = 65_535;
+/// Destinations remembered per association (answers are accepted only from them).
+const MAX_PEERS: usize = 4096;
+/// Bound on resolving a domain destination.
+const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub(super) async fn associate(
+    client: TcpStream,
+    peer: SocketAddr,
+    req: Negotiated,
+    ctx: &Context,
+    cancel: &CancellationToken,
+) -> Result<RelayEnd, ConnError> {
+    let local_ip = client.local_addr().map_err(ConnError::Reply)?.ip();
+    let relay = match UdpSocket::bind((local_ip, 0)).await {
+        Ok(s) => s,
+        Err(e) => {
+            reply(&client, &req, ReplyCode::GeneralFailure, None).await?;
+            return Err(ConnError::Reply(e));
+        }
+    };
+    let bound = relay.local_addr().map_err(ConnError::Reply)?;
+    reply(&client, &req, ReplyCode::Succeeded, Some(bound)).await?;
+    // A port of 0 means "from any port of the client's host".
+    let expected_port = req.dest.port();
+    let session = open_session(ctx, &req, peer, None, false);
+    let local = Counters::default();
+    let counters = session.as_ref().map_or(&local, |s| &s.counters);
+    let mut assoc = Association {
+        relay,
+        client_ip: peer.ip(),
+        expected_port,
+        client_addr: None,
+        up_v4: None,
+        up_v6: None,
+        peers: HashSet::new(),
+        dns: HashMap::new(),
+        counters,
+        metrics: &ctx.metrics,
+    };
+    let terminate = session
+        .as_ref()
+        .map(|s| s.terminate.clone())
+        .unwrap_or_default();
+    ctx.metrics.sessions_active.inc();
+    let end = assoc
+        .run(&client, ctx.udp_idle_timeout, cancel, &terminate)
+        .await;
+    ctx.metrics.sessions_active.dec();
+    finish(ctx, session.as_ref(), counters, &Ok(end));
+    Ok(end)
+}
+
+struct Association<'a> {
+    relay: UdpSocket,
+    client_ip: IpAddr,
+    expected_port: u16,
+    /// Where the client's datagrams come from (answers go there).
+    client_addr: Option<SocketAddr>,
+    up_v4: Option<UdpSocket>,
+    up_v6: Option<UdpSocket>,
+    peers: HashSet<SocketAddr>,
+    dns: HashMap<(String, u16), SocketAddr>,
+    counters: &'a Counters,
+    metrics: &'a Metrics,
+}
+
+async fn recv(socket: &Option<UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
+    match socket {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Completes when the client closes (or resets) its TCP control connection. Bytes
+/// it sends there mean nothing in this state and are discarded.
+pub(super) async fn closed(client: &TcpStream) {
+    let mut scratch = [0u8; 64];
+    loop {
+        if client.readable().await.is_err() {
+            return;
+        }
+        match client.try_read(&mut scratch) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(_) => return,
+        }
+    }
+}
+
+impl Association<'_> {
+    async fn run(
+        &mut self,
+        client: &TcpStream,
+        idle: Duration,
+        cancel: &CancellationToken,
+        terminate: &CancellationToken,
+    ) -> RelayEnd {
+        let mut from_client = vec![0u8; MAX_DATAGRAM];
+        let mut from_v4 = vec![0u8; MAX_DATAGRAM];
+        let mut from_v6 = vec![0u8; MAX_DATAGRAM];
+        let mut deadline = Instant::now() + idle;
+        loop {
+            tokio::select! {
+                () = closed(client) => return RelayEnd::Completed,
+                () = tokio::time::sleep_until(deadline) => return RelayEnd::IdleTimeout,
+                () = cancel.cancelled() => return RelayEnd::Shutdown,
+                () = terminate.cancelled() => return RelayEnd::Terminated,
+                r = self.relay.recv_from(&mut from_client) => {
+                    if let Ok((n, src)) = r {
+                        if self.outbound(&from_client[..n], src).await {
+                            deadline = Instant::now() + idle;
+                        }
+                    }
+                }
+                r = recv(&self.up_v4, &mut from_v4) => {
+                    if let Ok((n, src)) = r {
+                        if self.inbound(&from_v4[..n], src).await {
+                            deadline = Instant::now() + idle;
+                        }
+                    }
+                }
+                r = recv(&self.up_v6, &mut from_v6) => {
+                    if let Ok((n, src)) = r {
+                        if self.inbound(&from_v6[..n], src).await {
+                            deadline = Instant::now() + idle;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn drop_counted(&self, reason: &'static str) -> bool {
+        self.metrics
+            .udp_dropped
+            .get_or_create(&[("reason", reason)])
+            .inc();
+        false
+    }
+
+    /// A datagram on the client-facing socket. Returns whether it was relayed.
+    async fn outbound(&mut self, datagram: &[u8], src: SocketAddr) -> bool {
+        let port_ok = self.expected_port == 0 || src.port() == self.expected_port;
+        if src.ip() != self.client_ip || !port_ok {
+            return self.drop_counted("foreign_source");
+        }
+        let Ok((header, payload)) = UdpHeader::decode(datagram) else {
+            return self.drop_counted("malformed");
+        };
+        if header.frag != 0 {
+            return self.drop_counted("fragmented");
+        }
+        let Some(dest) = self.resolve(&header.dest).await else {
+            return self.drop_counted("unresolved");
+        };
+        let Some(socket) = self.upstream_for(dest).await else {
+            return self.drop_counted("no_route");
+        };
+        if socket.send_to(payload, dest).await.is_err() {
+            return self.drop_counted("send_failed");
+        }
+        self.client_addr = Some(src);
+        if self.peers.len() < MAX_PEERS {
+            self.peers.insert(dest);
+        }
+        self.counters
+            .client_to_upstream
+            .fetch_add(payload.len() as u64, Relaxed);
+        self.metrics
+            .udp_datagrams
+            .get_or_create(&[("direction", "client_to_upstream")])
+            .inc();
+        true
+    }
+
+    /// A datagram from upstream: wrapped and passed to the client.
+    async fn inbound(&mut self, payload: &[u8], src: SocketAddr) -> bool {
+        let Some(client) = self.client_addr else {
+            return self.drop_counted("foreign_source");
+        };
+        if !self.peers.contains(&src) {
+            return self.drop_counted("foreign_source");
+        }
+        let mut datagram = Vec::with_capacity(payload.len() + 22);
+        UdpHeader {
+            frag: 0,
+            dest: TargetAddr::Ip(src),
+        }
+        .encode(&mut datagram);
+        datagram.extend_from_slice(payload);
+        if self.relay.send_to(&datagram, client).await.is_err() {
+            return self.drop_counted("send_failed");
+        }
+        self.counters
+            .upstream_to_client
+            .fetch_add(payload.len() as u64, Relaxed);
+        self.metrics
+            .udp_datagrams
+            .get_or_create(&[("direction", "upstream_to_client")])
+            .inc();
+        true
+    }
+
+    async fn resolve(&mut self, dest: &TargetAddr) -> Option<SocketAddr> {
+        let (host, port) = match dest {
+            TargetAddr::Ip(addr) => return Some(*addr),
+            TargetAddr::Domain(host, port) => (host.clone(), *port),
+        };
+        if let Some(addr) = self.dns.get(&(host.clone(), port)) {
+            return Some(*addr);
+        }
+        let found = tokio::time::timeout(
+            RESOLVE_TIMEOUT,
+            tokio::net::lookup_host((host.as_str(), port)),
+        )
+        .await;
+        let addr = found.ok()?.ok()?.next()?;
+        if self.dns.len() < MAX_PEERS {
+            self.dns.insert((host, port), addr);
+        }
+        Some(addr)
+    }
+
+    /// The upstream socket for `dest`'s address family, bound on first use.
+    async fn upstream_for(&mut self, dest: SocketAddr) -> Option<&UdpSocket> {
+        let (slot, any): (&mut Option<UdpSocket>, SocketAddr) = if dest.is_ipv4() {
+            (&mut self.up_v4, SocketAddr::from(([0, 0, 0, 0], 0)))
+        } else {
+            (&mut self.up_v6, SocketAddr::from(([0u16; 8], 0)))
+        };
+        if slot.is_none() {
+            *slot = Some(UdpSocket::bind(any).await.ok()?);
+        }
+        slot.as_ref()
+    }
+}

@@ -1,0 +1,378 @@
+//! UDP ASSOCIATE and BIND against the real binary on loopback.
+
+mod common;
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use common::http::get;
+use common::socks::{self, read_msg, read_until_closed, LIMIT};
+use common::{config, Proxy};
+use rustsocks::protocol::socks5::{Command, Reply, ReplyCode};
+use rustsocks::protocol::udp::UdpHeader;
+use rustsocks::protocol::TargetAddr;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream, UdpSocket};
+
+/// A UDP echo server on `ip`.
+async fn udp_echo(ip: IpAddr) -> SocketAddr {
+    let s = UdpSocket::bind((ip, 0)).await.unwrap();
+    let addr = s.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_536];
+        while let Ok((n, from)) = s.recv_from(&mut buf).await {
+            let _ = s.send_to(&buf[..n], from).await;
+        }
+    });
+    addr
+}
+
+/// Opens an association: returns the control connection and the relay address.
+async fn associate(proxy: SocketAddr) -> (TcpStream, SocketAddr) {
+    let any = if proxy.is_ipv4() {
+        SocketAddr::from(([0, 0, 0, 0], 0))
+    } else {
+        SocketAddr::from(([0u16; 8], 0))
+    };
+    let (control, reply) = socks::socks5(proxy, Command::UdpAssociate, any.into()).await;
+    assert_eq!(reply.code, ReplyCode::Succeeded);
+    let TargetAddr::Ip(relay) = reply.bind else {
+        panic!("relay address is an IP")
+    };
+    (control, relay)
+}
+
+fn datagram(dest: TargetAddr, payload: &[u8]) -> Vec<u8> {
+    let mut d = Vec::new();
+    UdpHeader { frag: 0, dest }.encode(&mut d);
+    d.extend_from_slice(payload);
+    d
+}
+
+/// Sends `payload` to `dest` through the relay and returns the answer's sender
+/// and payload, or None if nothing came back within `wait`.
+async fn round_trip(
+    client: &UdpSocket,
+    relay: SocketAddr,
+    dest: TargetAddr,
+    payload: &[u8],
+    wait: Duration,
+) -> Option<(TargetAddr, Vec<u8>)> {
+    client
+        .send_to(&datagram(dest, payload), relay)
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 65_536];
+    let (n, from) = tokio::time::timeout(wait, client.recv_from(&mut buf))
+        .await
+        .ok()?
+        .unwrap();
+    assert_eq!(from, relay, "answers come from the relay socket");
+    let (header, body) = UdpHeader::decode(&buf[..n]).expect("a well-formed header");
+    assert_eq!(header.frag, 0);
+    Some((header.dest, body.to_vec()))
+}
+
+async fn echo_sizes(proxy: SocketAddr, ip: IpAddr, sizes: &[usize]) {
+    let echo = udp_echo(ip).await;
+    let (_control, relay) = associate(proxy).await;
+    let client = UdpSocket::bind((ip, 0)).await.unwrap();
+    for (i, &size) in sizes.iter().enumerate() {
+        let payload: Vec<u8> = (0..size).map(|j| (i + j) as u8).collect();
+        let (from, body) = round_trip(&client, relay, echo.into(), &payload, LIMIT)
+            .await
+            .expect("echo");
+        assert_eq!(from, TargetAddr::Ip(echo));
+        assert!(body == payload, "size {size}");
+    }
+}
+
+#[tokio::test]
+async fn udp_echo_of_many_sizes_over_ipv4() {
+    let proxy = Proxy::start(&config("", ""));
+    // 65,497 bytes of payload + a 10-byte header = the largest IPv4 UDP datagram (65,507).
+    let mut sizes = vec![
+        1, 2, 64, 512, 1400, 1500, 4096, 9000, 32_768, 65_000, 65_497,
+    ];
+    sizes.extend(std::iter::repeat_n(100, 40));
+    echo_sizes(proxy.addr, IpAddr::V4(Ipv4Addr::LOCALHOST), &sizes).await;
+}
+
+#[tokio::test]
+async fn udp_echo_over_ipv6() {
+    let proxy = Proxy::start(
+        &config("", "").replace("bind_address = \"127.0.0.1\"", "bind_address = \"::1\""),
+    );
+    echo_sizes(
+        proxy.addr,
+        "::1".parse().unwrap(),
+        &[1, 100, 1400, 9000, 65_000],
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn udp_to_a_domain_destination_is_resolved() {
+    let proxy = Proxy::start(&config("", ""));
+    let first = tokio::net::lookup_host(("localhost", 1))
+        .await
+        .unwrap()
+        .next()
+        .unwrap();
+    let echo = udp_echo(first.ip()).await;
+    let (_control, relay) = associate(proxy.addr).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let dest = TargetAddr::Domain("localhost".into(), echo.port());
+    let (from, body) = round_trip(&client, relay, dest, b"by name", LIMIT)
+        .await
+        .expect("echo");
+    assert_eq!(
+        (from, body.as_slice()),
+        (TargetAddr::Ip(echo), &b"by name"[..])
+    );
+}
+
+fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+#[tokio::test]
+async fn foreign_malformed_and_fragmented_datagrams_are_dropped_and_counted() {
+    let proxy = Proxy::start(&config("", ""));
+    let echo = udp_echo(IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+    let (control, relay) = associate(proxy.addr).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // Pin the association to this client's port by sending first.
+    assert!(round_trip(&client, relay, echo.into(), b"first", LIMIT)
+        .await
+        .is_some());
+
+    let mut fragment = datagram(echo.into(), b"part");
+    fragment[2] = 1;
+    let hostile: [&[u8]; 5] = [
+        &[0, 0],
+        &[0, 0, 0, 9, 127, 0, 0, 1, 0, 80],
+        &[0, 0, 0, 3, 0, 0, 80, 1],
+        &[0, 0, 0, 3, 200, b'a'],
+        &fragment,
+    ];
+    for bytes in hostile {
+        client.send_to(bytes, relay).await.unwrap();
+    }
+    let mut none = [0u8; 16];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), client.recv_from(&mut none))
+            .await
+            .is_err()
+    );
+
+    // The association keeps working after all of that.
+    assert!(
+        round_trip(&client, relay, echo.into(), b"still fine", LIMIT)
+            .await
+            .is_some()
+    );
+    let api = proxy.api.unwrap();
+    let text = get(api, "/metrics", None).await.text();
+    assert_eq!(
+        metric(&text, "rustsocks_udp_dropped_total{reason=\"malformed\"}"),
+        4,
+        "{text}"
+    );
+    assert_eq!(
+        metric(&text, "rustsocks_udp_dropped_total{reason=\"fragmented\"}"),
+        1
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "rustsocks_udp_datagrams_total{direction=\"client_to_upstream\"}"
+        ),
+        2
+    );
+    drop(control);
+}
+
+#[tokio::test]
+async fn datagrams_from_another_source_are_dropped() {
+    let proxy = Proxy::start(&config("", ""));
+    let echo = udp_echo(IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+    // The request names the client's UDP port: others (same host) are foreign.
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (control, reply) = socks::socks5(
+        proxy.addr,
+        Command::UdpAssociate,
+        client.local_addr().unwrap().into(),
+    )
+    .await;
+    let TargetAddr::Ip(relay) = reply.bind else {
+        panic!("IP relay")
+    };
+    let intruder = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert!(round_trip(
+        &intruder,
+        relay,
+        echo.into(),
+        b"let me in",
+        Duration::from_millis(300)
+    )
+    .await
+    .is_none());
+    assert!(round_trip(&client, relay, echo.into(), b"owner", LIMIT)
+        .await
+        .is_some());
+    let text = get(proxy.api.unwrap(), "/metrics", None).await.text();
+    assert_eq!(
+        metric(
+            &text,
+            "rustsocks_udp_dropped_total{reason=\"foreign_source\"}"
+        ),
+        1
+    );
+    drop(control);
+}
+
+#[tokio::test]
+async fn closing_the_control_connection_ends_the_association_and_frees_its_socket() {
+    let proxy = Proxy::start(&config("", ""));
+    let (control, relay) = associate(proxy.addr).await;
+    drop(control);
+    let mut freed = false;
+    for _ in 0..200 {
+        if std::net::UdpSocket::bind(relay).is_ok() {
+            freed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        freed,
+        "relay socket {relay} still bound after the control connection closed"
+    );
+}
+
+/// The "server" of an FTP-like exchange connects back to the address BIND
+/// reported; both sides then talk through the proxy.
+#[tokio::test]
+async fn bind_relays_an_inbound_connection_both_ways() {
+    let proxy = Proxy::start(&config("", ""));
+    let (mut control, first) = socks::socks5(
+        proxy.addr,
+        Command::Bind,
+        SocketAddr::from(([127, 0, 0, 1], 0)).into(),
+    )
+    .await;
+    assert_eq!(first.code, ReplyCode::Succeeded);
+    let TargetAddr::Ip(listening) = first.bind else {
+        panic!("IP")
+    };
+    let mut server = TcpStream::connect(listening).await.unwrap();
+    let second = read_msg::<Reply>(&mut control).await;
+    assert_eq!(
+        (second.code, second.bind),
+        (
+            ReplyCode::Succeeded,
+            TargetAddr::Ip(server.local_addr().unwrap())
+        )
+    );
+    server
+        .write_all(b"150 opening data connection\r\n")
+        .await
+        .unwrap();
+    let mut got = [0u8; 29];
+    tokio::time::timeout(LIMIT, control.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, b"150 opening data connection\r\n");
+    control.write_all(b"STOR ok").await.unwrap();
+    control.shutdown().await.unwrap();
+    let mut upload = Vec::new();
+    tokio::time::timeout(LIMIT, server.read_to_end(&mut upload))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(upload, b"STOR ok");
+}
+
+#[tokio::test]
+async fn bind_refuses_a_peer_other_than_the_one_named() {
+    let proxy = Proxy::start(&config("", ""));
+    let expected = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
+    let (mut control, first) = socks::socks5(
+        proxy.addr,
+        Command::Bind,
+        SocketAddr::new(expected, 0).into(),
+    )
+    .await;
+    let TargetAddr::Ip(listening) = first.bind else {
+        panic!("IP")
+    };
+    let mut wrong = TcpStream::connect(listening).await.unwrap();
+    assert_eq!(
+        read_until_closed(&mut wrong).await,
+        b"",
+        "a wrong peer was not closed"
+    );
+    let right = TcpSocket::new_v4().unwrap();
+    right.bind(SocketAddr::new(expected, 0)).unwrap();
+    let right = right.connect(listening).await.unwrap();
+    let second = read_msg::<Reply>(&mut control).await;
+    assert_eq!(second.bind, TargetAddr::Ip(right.local_addr().unwrap()));
+    let text = get(proxy.api.unwrap(), "/metrics", None).await.text();
+    assert_eq!(metric(&text, "rustsocks_bind_refused_total"), 1);
+}
+
+#[tokio::test]
+async fn bind_without_a_peer_times_out_with_a_failure_reply() {
+    let proxy = Proxy::start(&config("bind_timeout_secs = 1", ""));
+    let (mut control, first) = socks::socks5(
+        proxy.addr,
+        Command::Bind,
+        SocketAddr::from(([0, 0, 0, 0], 0)).into(),
+    )
+    .await;
+    assert_eq!(first.code, ReplyCode::Succeeded);
+    let second = read_msg::<Reply>(&mut control).await;
+    assert_eq!(second.code, ReplyCode::GeneralFailure);
+    assert_eq!(read_until_closed(&mut control).await, b"");
+}
+
+/// An independent client: PySocks (installed by scripts/test.sh) sends a datagram
+/// through UDP ASSOCIATE and prints what came back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pysocks_udp_client_gets_its_echo() {
+    let proxy = Proxy::start(&config("", ""));
+    let echo = udp_echo(IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+    let script = format!(
+        "import socks, socket\n\
+         s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+         s.set_proxy(socks.SOCKS5, '127.0.0.1', {})\n\
+         s.settimeout(10)\n\
+         s.sendto(b'hello over udp', ('127.0.0.1', {}))\n\
+         data, addr = s.recvfrom(1024)\n\
+         print(data.decode(), addr[1])\n",
+        proxy.addr.port(),
+        echo.port()
+    );
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg("-c")
+            .arg(script)
+            .output()
+            .expect("python3")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "PySocks failed (is it installed? scripts/test.sh installs it): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), format!("hello over udp {}", echo.port()));
+}
