@@ -99,6 +99,41 @@ async fn udp_echo_of_many_sizes_over_ipv4() {
 }
 
 #[tokio::test]
+async fn a_udp_session_records_its_bytes_and_datagrams() {
+    let proxy = Proxy::start(&config("", "[sessions]\nbatch_interval_ms = 50\n"));
+    echo_sizes(proxy.addr, IpAddr::V4(Ipv4Addr::LOCALHOST), &[10, 20, 30]).await;
+    // echo_sizes dropped the control connection: the association ended.
+    let api = proxy.api.unwrap();
+    let mut record = serde_json::Value::Null;
+    for _ in 0..200 {
+        let h = get(api, "/api/sessions/history?status=closed", None)
+            .await
+            .json();
+        if h["total"] == 1 {
+            record = h["sessions"][0].clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(record["command"], "udp_associate", "{record}");
+    let count = |k: &str| record[k].as_u64();
+    assert_eq!(
+        (
+            count("datagrams_client_to_upstream"),
+            count("datagrams_upstream_to_client")
+        ),
+        (Some(3), Some(3))
+    );
+    assert_eq!(
+        (
+            count("bytes_client_to_upstream"),
+            count("bytes_upstream_to_client")
+        ),
+        (Some(60), Some(60))
+    );
+}
+
+#[tokio::test]
 async fn udp_echo_over_ipv6() {
     let proxy = Proxy::start(
         &config("", "").replace("bind_address = \"127.0.0.1\"", "bind_address = \"::1\""),

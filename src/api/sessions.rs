@@ -46,6 +46,10 @@ fn live(s: &ActiveSession) -> Value {
     let mut v = serde_json::to_value(&s.record).unwrap_or_default();
     v["bytes_client_to_upstream"] = json!(s.counters.client_to_upstream.load(Relaxed));
     v["bytes_upstream_to_client"] = json!(s.counters.upstream_to_client.load(Relaxed));
+    v["datagrams_client_to_upstream"] =
+        json!(s.counters.datagrams_client_to_upstream.load(Relaxed));
+    v["datagrams_upstream_to_client"] =
+        json!(s.counters.datagrams_upstream_to_client.load(Relaxed));
     let elapsed = SystemTime::now()
         .duration_since(s.record.started_at)
         .unwrap_or_default();

@@ -27,6 +27,9 @@ const CHUNK: usize = 128 * 1024;
 pub struct Counters {
     pub client_to_upstream: AtomicU64,
     pub upstream_to_client: AtomicU64,
+    /// UDP ASSOCIATE only: datagrams relayed each way.
+    pub datagrams_client_to_upstream: AtomicU64,
+    pub datagrams_upstream_to_client: AtomicU64,
 }
 
 impl Counters {

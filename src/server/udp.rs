@@ -196,6 +196,9 @@ impl Association<'_> {
         self.counters
             .client_to_upstream
             .fetch_add(payload.len() as u64, Relaxed);
+        self.counters
+            .datagrams_client_to_upstream
+            .fetch_add(1, Relaxed);
         self.metrics
             .udp_datagrams
             .get_or_create(&[("direction", "client_to_upstream")])
@@ -224,6 +227,9 @@ impl Association<'_> {
         self.counters
             .upstream_to_client
             .fetch_add(payload.len() as u64, Relaxed);
+        self.counters
+            .datagrams_upstream_to_client
+            .fetch_add(1, Relaxed);
         self.metrics
             .udp_datagrams
             .get_or_create(&[("direction", "upstream_to_client")])

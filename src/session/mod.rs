@@ -65,6 +65,8 @@ impl Opening {
             duration_ms: None,
             bytes_client_to_upstream: 0,
             bytes_upstream_to_client: 0,
+            datagrams_client_to_upstream: 0,
+            datagrams_upstream_to_client: 0,
             status,
             close_reason: None,
             from_pool: self.from_pool,
@@ -155,6 +157,14 @@ impl Sessions {
             duration_ms: duration.as_millis() as u64,
             bytes_client_to_upstream: session.counters.client_to_upstream.load(Relaxed),
             bytes_upstream_to_client: session.counters.upstream_to_client.load(Relaxed),
+            datagrams_client_to_upstream: session
+                .counters
+                .datagrams_client_to_upstream
+                .load(Relaxed),
+            datagrams_upstream_to_client: session
+                .counters
+                .datagrams_upstream_to_client
+                .load(Relaxed),
             status,
             close_reason: reason,
         }));

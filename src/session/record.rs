@@ -67,6 +67,9 @@ pub struct SessionRecord {
     pub duration_ms: Option<u64>,
     pub bytes_client_to_upstream: u64,
     pub bytes_upstream_to_client: u64,
+    /// UDP ASSOCIATE: datagrams relayed each way (0 for TCP sessions).
+    pub datagrams_client_to_upstream: u64,
+    pub datagrams_upstream_to_client: u64,
     pub status: Status,
     pub close_reason: Option<String>,
     /// The upstream connection came from the pool (a hit).
@@ -81,6 +84,8 @@ pub struct Finish {
     pub duration_ms: u64,
     pub bytes_client_to_upstream: u64,
     pub bytes_upstream_to_client: u64,
+    pub datagrams_client_to_upstream: u64,
+    pub datagrams_upstream_to_client: u64,
     pub status: Status,
     pub close_reason: String,
 }

@@ -15,7 +15,8 @@ use super::store::{
 };
 
 /// Schema versions, applied in order; `PRAGMA user_version` records the last one.
-const MIGRATIONS: &[&str] = &["CREATE TABLE sessions (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE sessions (
         id TEXT PRIMARY KEY,
         user TEXT,
         client TEXT NOT NULL,
@@ -33,7 +34,11 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE sessions (
         from_pool INTEGER NOT NULL DEFAULT 0
     );
     CREATE INDEX sessions_started ON sessions(started_at);
-    CREATE INDEX sessions_user ON sessions(user);"];
+    CREATE INDEX sessions_user ON sessions(user);",
+    // 2: datagram counts of UDP ASSOCIATE sessions.
+    "ALTER TABLE sessions ADD COLUMN datagrams_up INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE sessions ADD COLUMN datagrams_down INTEGER NOT NULL DEFAULT 0;",
+];
 
 /// How long a write waits for a lock held by another process before it fails.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(1000);
@@ -95,7 +100,8 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 const COLUMNS: &str = "id, user, client, destination, resolved, command, protocol, started_at, \
-                       ended_at, duration_ms, bytes_up, bytes_down, status, close_reason, from_pool";
+                       ended_at, duration_ms, bytes_up, bytes_down, status, close_reason, from_pool, \
+                       datagrams_up, datagrams_down";
 
 fn record(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
     let id: String = row.get(0)?;
@@ -116,11 +122,13 @@ fn record(row: &Row<'_>) -> rusqlite::Result<SessionRecord> {
         status: status.parse().unwrap_or(Status::Closed),
         close_reason: row.get(13)?,
         from_pool: row.get(14)?,
+        datagrams_client_to_upstream: row.get::<_, i64>(15)?.max(0) as u64,
+        datagrams_upstream_to_client: row.get::<_, i64>(16)?.max(0) as u64,
     })
 }
 
 fn insert(tx: &rusqlite::Transaction<'_>, r: &SessionRecord) -> rusqlite::Result<()> {
-    tx.prepare_cached(&format!("INSERT OR REPLACE INTO sessions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"))?
+    tx.prepare_cached(&format!("INSERT OR REPLACE INTO sessions ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"))?
         .execute(params![
             r.id.to_string(),
             r.user,
@@ -137,6 +145,8 @@ fn insert(tx: &rusqlite::Transaction<'_>, r: &SessionRecord) -> rusqlite::Result
             r.status.as_str(),
             r.close_reason,
             r.from_pool,
+            r.datagrams_client_to_upstream as i64,
+            r.datagrams_upstream_to_client as i64,
         ])?;
     Ok(())
 }
@@ -187,7 +197,7 @@ impl SessionStore for SqliteStore {
                 StoreOp::Insert(r) => insert(&tx, r)?,
                 StoreOp::Finish(f) => {
                     tx.prepare_cached(
-                        "UPDATE sessions SET ended_at = ?2, duration_ms = ?3, bytes_up = ?4, bytes_down = ?5, status = ?6, close_reason = ?7 WHERE id = ?1",
+                        "UPDATE sessions SET ended_at = ?2, duration_ms = ?3, bytes_up = ?4, bytes_down = ?5, status = ?6, close_reason = ?7, datagrams_up = ?8, datagrams_down = ?9 WHERE id = ?1",
                     )?
                     .execute(params![
                         f.id.to_string(),
@@ -197,6 +207,8 @@ impl SessionStore for SqliteStore {
                         f.bytes_upstream_to_client as i64,
                         f.status.as_str(),
                         f.close_reason,
+                        f.datagrams_client_to_upstream as i64,
+                        f.datagrams_upstream_to_client as i64,
                     ])?;
                 }
             }
@@ -293,5 +305,43 @@ impl SessionStore for SqliteStore {
             top_users: top_by("user")?,
             top_destinations: top_by("destination")?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_version_1_database_is_migrated_and_keeps_its_rows() {
+        let path =
+            std::env::temp_dir().join(format!("rustsocks-migrate-{}.db", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let path_str = path.to_str().unwrap();
+        {
+            let old = Connection::open(&path).unwrap();
+            old.execute_batch(&format!("{}; PRAGMA user_version = 1;", MIGRATIONS[0]))
+                .unwrap();
+            old.execute(
+                "INSERT INTO sessions (id, client, protocol, started_at, status) VALUES (?1, '127.0.0.1:1', 'socks5', 1000, 'closed')",
+                params![Uuid::nil().to_string()],
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(path_str, "sqlite://test").unwrap();
+        let version: usize = lock(&store.read)
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, MIGRATIONS.len());
+        let row = store
+            .get(Uuid::nil())
+            .unwrap()
+            .expect("the old row survived");
+        assert_eq!(
+            (row.client.as_str(), row.datagrams_client_to_upstream),
+            ("127.0.0.1:1", 0)
+        );
+        drop(store);
+        let _ = std::fs::remove_file(&path);
     }
 }

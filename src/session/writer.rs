@@ -148,6 +148,8 @@ fn coalesce(pending: &mut Vec<StoreOp>) {
                     r.duration_ms = Some(f.duration_ms);
                     r.bytes_client_to_upstream = f.bytes_client_to_upstream;
                     r.bytes_upstream_to_client = f.bytes_upstream_to_client;
+                    r.datagrams_client_to_upstream = f.datagrams_client_to_upstream;
+                    r.datagrams_upstream_to_client = f.datagrams_upstream_to_client;
                     r.status = f.status;
                     r.close_reason = Some(f.close_reason);
                     merged[i] = true;
@@ -182,6 +184,8 @@ mod tests {
             duration_ms: None,
             bytes_client_to_upstream: 0,
             bytes_upstream_to_client: 0,
+            datagrams_client_to_upstream: 0,
+            datagrams_upstream_to_client: 0,
             status: Status::Active,
             close_reason: None,
             from_pool: false,
@@ -195,6 +199,8 @@ mod tests {
             duration_ms: 5,
             bytes_client_to_upstream: 10,
             bytes_upstream_to_client: 20,
+            datagrams_client_to_upstream: 0,
+            datagrams_upstream_to_client: 0,
             status: Status::Closed,
             close_reason: "completed".into(),
         }
