@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 # Tools the integration tests call: curl (an independent SOCKS client), ip
 # (iproute2, to bring up loopback in a test's own network namespace) and python3
-# with PySocks (an independent UDP client).
+# with PySocks (an independent UDP client); chromium and Node for the dashboard test.
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 missing=()
@@ -30,6 +30,22 @@ if ! python3 -c 'import socks' 2>/dev/null; then
             || { $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends python3-socks; }
     fi
 fi
+
+# The dashboard's browser test: Debian's chromium, driven by playwright-core.
+browser_missing=()
+[ -x /usr/bin/chromium ] || browser_missing+=(chromium)
+command -v node >/dev/null 2>&1 || browser_missing+=(nodejs npm)
+if [ ${#browser_missing[@]} -gt 0 ]; then
+    echo "==> installing ${browser_missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${browser_missing[@]}"
+fi
+if [ ! -d tests/browser/node_modules/playwright-core ]; then
+    echo "==> installing playwright-core (tests/browser)"
+    (cd tests/browser && npm ci --silent --no-audit --no-fund)
+fi
+# With this set, the browser test fails (instead of skipping) if any of it is missing.
+export RUSTSOCKS_BROWSER_TESTS=1
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -16,9 +16,17 @@ fn api(proxy: &Proxy) -> SocketAddr {
     proxy.api.expect("API enabled")
 }
 
-/// Every documented operation from the served OpenAPI document: method, path and
-/// the response codes it documents.
-async fn documented(addr: SocketAddr, token: Option<&str>) -> Vec<(String, String, Vec<u16>)> {
+/// One documented operation: method, path, the response codes it documents, and
+/// whether it is public (`security: []`).
+struct Op {
+    method: String,
+    path: String,
+    codes: Vec<u16>,
+    public: bool,
+}
+
+/// Every documented operation from the served OpenAPI document.
+async fn documented(addr: SocketAddr, token: Option<&str>) -> Vec<Op> {
     let doc = get(addr, "/api/openapi.json", token).await.json();
     let mut ops = Vec::new();
     for (path, methods) in doc["paths"].as_object().unwrap() {
@@ -29,16 +37,23 @@ async fn documented(addr: SocketAddr, token: Option<&str>) -> Vec<(String, Strin
                 .keys()
                 .map(|c| c.parse().unwrap())
                 .collect();
-            ops.push((method.to_uppercase(), path.clone(), codes));
+            let public = op["security"].as_array().is_some_and(|a| a.is_empty());
+            ops.push(Op {
+                method: method.to_uppercase(),
+                path: path.clone(),
+                codes,
+                public,
+            });
         }
     }
     ops
 }
 
-/// A concrete path for a documented one: path parameters get a well-formed id
-/// that names no session.
+/// A concrete path for a documented one: path parameters get well-formed values
+/// (a session id that names no session, a dashboard file that exists).
 fn concrete(path: &str) -> String {
     path.replace("{id}", "00000000-0000-4000-8000-000000000000")
+        .replace("{file}", "app.js")
 }
 
 #[tokio::test]
@@ -50,6 +65,7 @@ async fn health_reports_status_version_and_uptime() {
     assert_eq!(body["status"], "ok");
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     assert!(body["uptime_secs"].as_f64().unwrap() >= 0.0);
+    assert_eq!(body["auth_required"], false);
 }
 
 #[tokio::test]
@@ -65,11 +81,21 @@ async fn with_a_token_every_route_but_health_needs_it() {
         ),
     ));
     let addr = api(&proxy);
-    assert_eq!(get(addr, "/health", None).await.status, 200);
+    let health = get(addr, "/health", None).await;
+    assert_eq!(
+        (health.status, health.json()["auth_required"].as_bool()),
+        (200, Some(true))
+    );
     let ops = documented(addr, Some(TOKEN)).await;
-    assert!(ops.len() >= 11, "{ops:?}");
-    for (method, path, _) in ops.iter().filter(|(_, p, _)| p != "/health") {
-        let path = concrete(path);
+    assert!(ops.len() >= 13, "{} operations", ops.len());
+    let public: Vec<&str> = ops
+        .iter()
+        .filter(|o| o.public)
+        .map(|o| o.path.as_str())
+        .collect();
+    assert_eq!(public, ["/", "/assets/{file}", "/health"]);
+    for op in ops.iter().filter(|o| !o.public) {
+        let (method, path) = (&op.method, concrete(&op.path));
         let no_token = http::request(addr, method, &path, None).await;
         assert_eq!(no_token.status, 401, "{method} {path} without a token");
         assert_eq!(no_token.json()["error"], "unauthorized");
@@ -79,11 +105,13 @@ async fn with_a_token_every_route_but_health_needs_it() {
     }
     // With the token, every documented operation answers with a documented code
     // (streams are checked apart).
-    for (method, path, codes) in ops.iter().filter(|(_, p, _)| !p.ends_with("/stream")) {
-        let r = http::request(addr, method, &concrete(path), Some(TOKEN)).await;
+    for op in ops.iter().filter(|o| !o.path.ends_with("/stream")) {
+        let r = http::request(addr, &op.method, &concrete(&op.path), Some(TOKEN)).await;
         assert!(
-            r.status != 401 && codes.contains(&r.status),
-            "{method} {path}: {} {}",
+            r.status != 401 && op.codes.contains(&r.status),
+            "{} {}: {} {}",
+            op.method,
+            op.path,
             r.status,
             r.text()
         );

@@ -1,10 +1,11 @@
-//! Management HTTP API (axum): health, pool statistics, the telemetry feed, metrics
-//! and the OpenAPI document.
+//! Management HTTP API (axum): health, pool statistics, the telemetry feed, metrics,
+//! sessions, the OpenAPI document, and the dashboard at `/`.
 //!
 //! Handlers read snapshots and atomics; none takes a lock that the relay or the pool
 //! holds across work, so the API cannot slow the data path. With a token configured,
-//! every route but `/health` needs `Authorization: Bearer <token>`.
+//! every route but `/health` and the dashboard (`/`, `/assets/`) needs `Authorization: Bearer <token>`.
 
+mod dashboard;
 mod error;
 mod health;
 mod openapi;
@@ -62,6 +63,8 @@ struct StateInner {
 /// these (a test checks it).
 fn routes() -> Vec<(&'static str, &'static str, MethodRouter<ApiState>)> {
     vec![
+        ("GET", "/", get(dashboard::index)),
+        ("GET", "/assets/{file}", get(dashboard::asset)),
         ("GET", "/health", get(health::get)),
         ("GET", "/metrics", get(metrics)),
         ("GET", "/api/pool/stats", get(pool::stats)),
@@ -80,8 +83,10 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<ApiState>)> {
     ]
 }
 
-/// Paths reachable without the token.
-const PUBLIC: &[&str] = &["/health"];
+/// Paths reachable without the token: health, and the dashboard's static files.
+fn is_public(path: &str) -> bool {
+    path == "/health" || path == "/" || path.starts_with("/assets/")
+}
 
 fn router(state: ApiState) -> Router {
     let mut router = Router::new();
@@ -122,7 +127,7 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
     let Some(token) = &state.inner.deps.token else {
         return next.run(request).await;
     };
-    if PUBLIC.contains(&request.uri().path()) {
+    if is_public(request.uri().path()) {
         return next.run(request).await;
     }
     let presented = request
