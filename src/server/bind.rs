@@ -8,9 +8,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::conn::{finish, open_session, reply, ConnError};
+use super::conn::{relay_recorded, reply, ConnError, Tunnel};
 use super::handshake::Negotiated;
-use super::relay::{self, Counters, RelayEnd, RelayOptions};
+use super::relay::RelayEnd;
 use super::udp::closed;
 use super::Context;
 use crate::protocol::socks5::ReplyCode;
@@ -64,18 +64,13 @@ pub(super) async fn serve(
     drop(listener);
     let _ = inbound.set_nodelay(true);
     reply(&client, &req, ReplyCode::Succeeded, Some(from)).await?;
-    let session = open_session(ctx, &req, peer, Some(from), false);
-    let local = Counters::default();
-    let counters = session.as_ref().map_or(&local, |s| &s.counters);
-    let opts = RelayOptions {
-        idle_timeout: ctx.relay_idle_timeout,
-        cancel,
-        terminate: session.as_ref().map(|s| &s.terminate),
-        keep_unused_upstream: false,
+    let tunnel = Tunnel {
+        client: &client,
+        other: &inbound,
+        resolved: Some(from),
+        from_pool: false,
+        keep_unused: false,
     };
-    ctx.metrics.sessions_active.inc();
-    let end = relay::run(&client, &inbound, &req.early_data, counters, opts).await;
-    ctx.metrics.sessions_active.dec();
-    finish(ctx, session.as_ref(), counters, &end);
+    let end = relay_recorded(ctx, &req, peer, tunnel, cancel).await;
     Ok(end?)
 }

@@ -123,13 +123,42 @@ async fn connect(
     reply(&client, &req, ReplyCode::Succeeded, bind).await?;
     debug!(client = %peer, dest = %req.dest, user = ?req.user, pooled = upstream.from_pool(), "tunnel open");
 
-    let session = open_session(
-        ctx,
-        &req,
-        peer,
-        upstream.stream().peer_addr().ok(),
-        upstream.from_pool(),
-    );
+    let tunnel = Tunnel {
+        client: &client,
+        other: upstream.stream(),
+        resolved: upstream.stream().peer_addr().ok(),
+        from_pool: upstream.from_pool(),
+        keep_unused: upstream.is_recyclable(),
+    };
+    let end = relay_recorded(ctx, &req, peer, tunnel, cancel).await;
+    if matches!(end, Ok(RelayEnd::Unused)) {
+        // Not a byte went either way: the connection is as clean as a new one.
+        ctx.connector.recycle(upstream);
+    }
+    Ok(end?)
+}
+
+/// The two sockets of a tunnel about to relay, and what its record says of them.
+pub(super) struct Tunnel<'a> {
+    pub client: &'a TcpStream,
+    /// The upstream (CONNECT) or the inbound peer (BIND).
+    pub other: &'a TcpStream,
+    pub resolved: Option<SocketAddr>,
+    pub from_pool: bool,
+    /// Leave `other` untouched if the client closes before any byte moved.
+    pub keep_unused: bool,
+}
+
+/// Relays a tunnel as one recorded session: opens its record, relays, counts its
+/// bytes and closes the record with how it ended.
+pub(super) async fn relay_recorded(
+    ctx: &Context,
+    req: &Negotiated,
+    peer: SocketAddr,
+    t: Tunnel<'_>,
+    cancel: &CancellationToken,
+) -> Result<RelayEnd, RelayError> {
+    let session = open_session(ctx, req, peer, t.resolved, t.from_pool);
     // Without session tracking the relay still counts, into counters of its own.
     let local = Counters::default();
     let counters = session.as_ref().map_or(&local, |s| &s.counters);
@@ -137,17 +166,13 @@ async fn connect(
         idle_timeout: ctx.relay_idle_timeout,
         cancel,
         terminate: session.as_ref().map(|s| &s.terminate),
-        keep_unused_upstream: upstream.is_recyclable(),
+        keep_unused_upstream: t.keep_unused,
     };
     ctx.metrics.sessions_active.inc();
-    let end = relay::run(&client, upstream.stream(), &req.early_data, counters, opts).await;
+    let end = relay::run(t.client, t.other, &req.early_data, counters, opts).await;
     ctx.metrics.sessions_active.dec();
     finish(ctx, session.as_ref(), counters, &end);
-    if matches!(end, Ok(RelayEnd::Unused)) {
-        // Not a byte went either way: the connection is as clean as a new one.
-        ctx.connector.recycle(upstream);
-    }
-    Ok(end?)
+    end
 }
 
 /// Registers a session that is about to relay, when sessions are tracked.
