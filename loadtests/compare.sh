@@ -3,7 +3,8 @@
 # rounds so every variant sees the same machine conditions, and prints medians with
 # min-max. Loopback only. Results (JSON lines) go to loadtests/results/.
 #
-#   loadtests/compare.sh peers [ROUNDS]     RustSocks vs --direct vs microsocks vs Dante
+#   loadtests/compare.sh peers [ROUNDS]     RustSocks (default, and 1 worker thread) vs --direct
+#                                           vs microsocks vs Dante
 #   loadtests/compare.sh sessions [ROUNDS]  RustSocks with session tracking off vs on
 #   loadtests/compare.sh pool [ROUNDS]      pool off vs on, target 5 ms away (needs root:
 #                                           scripts/netns-latency.sh sets up the round trip)
@@ -40,14 +41,14 @@ wait_port() {
     return 1
 }
 
-# start_rustsocks PORT EXTRA_TOML: starts RustSocks, prints its pid.
+# start_rustsocks PORT EXTRA_TOML [SERVER_KEYS]: starts RustSocks, prints its pid.
 start_rustsocks() {
-    local port=$1 extra=$2 dir="$work/rs-$1"
+    local port=$1 extra=$2 server_keys=${3:-} dir="$work/rs-$1"
     mkdir -p "$dir"
     # An [api] section in EXTRA_TOML replaces the default (API off).
     local api='[api]\nenabled = false\n'
     [[ $extra == *"[api]"* ]] && api=''
-    printf '[server]\nbind_port = %s\n%b[logging]\nlevel = "warn"\n%b\n' "$port" "$api" "$extra" >"$dir/rustsocks.toml"
+    printf '[server]\nbind_port = %s\n%b\n%b[logging]\nlevel = "warn"\n%b\n' "$port" "$server_keys" "$api" "$extra" >"$dir/rustsocks.toml"
     (cd "$dir" && exec "$OLDPWD/target/release/rustsocks" --config rustsocks.toml >/dev/null 2>"$dir/log") &
     echo $!
 }
@@ -80,6 +81,7 @@ variants=()
 case $what in
     peers)
         p=$(start_rustsocks 21080 '[sessions]\nenabled = false'); pids+=("$p"); variants+=("rustsocks 21080 $p")
+        p=$(start_rustsocks 21083 '[sessions]\nenabled = false' 'worker_threads = 1'); pids+=("$p"); variants+=("rustsocks-1thread 21083 $p")
         p=$(start_microsocks 21081); pids+=("$p"); variants+=("microsocks 21081 $p")
         p=$(start_dante 21082); pids+=("$p"); variants+=("dante 21082 $p")
         variants+=("direct 0 0")

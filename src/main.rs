@@ -102,7 +102,11 @@ fn run(path: Option<&Path>, bind: Option<SocketAddr>) -> anyhow::Result<()> {
     for warning in config.warnings() {
         tracing::warn!("{warning}");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.server.worker_threads > 0 {
+        builder.worker_threads(config.server.worker_threads);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the async runtime")?;

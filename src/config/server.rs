@@ -29,6 +29,9 @@ pub struct ServerConfig {
     pub bind_timeout_secs: u64,
     /// A UDP association with no datagram either way for this long is ended.
     pub udp_idle_timeout_secs: u64,
+    /// Threads running connections; 0 = one per CPU. On a machine shared with
+    /// other busy processes, fewer threads mean fewer cross-thread wake-ups.
+    pub worker_threads: usize,
     pub pool: PoolSection,
 }
 
@@ -45,6 +48,7 @@ impl Default for ServerConfig {
             external_address: None,
             bind_timeout_secs: 60,
             udp_idle_timeout_secs: 120,
+            worker_threads: 0,
             pool: PoolSection::default(),
         }
     }
