@@ -14,7 +14,6 @@ mod query;
 mod sessions;
 mod telemetry;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -116,11 +115,6 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
-}
-
-/// The address the API listens on, for logs and tests.
-pub fn describe(addr: SocketAddr) -> String {
-    format!("http://{addr}")
 }
 
 async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {

@@ -110,15 +110,12 @@ async fn connect(
             });
         }
     };
-    let source = if upstream.from_pool() {
-        "pool_hit"
+    let connect_time = if upstream.from_pool() {
+        &ctx.metrics.connect_pool_hit
     } else {
-        "new_dial"
+        &ctx.metrics.connect_new_dial
     };
-    ctx.metrics
-        .upstream_connect_seconds
-        .get_or_create(&[("source", source)])
-        .observe(started.elapsed().as_secs_f64());
+    connect_time.observe(started.elapsed().as_secs_f64());
     let bind = upstream.stream().local_addr().ok();
     reply(&client, &req, ReplyCode::Succeeded, bind).await?;
     debug!(client = %peer, dest = %req.dest, user = ?req.user, pooled = upstream.from_pool(), "tunnel open");
@@ -339,15 +336,11 @@ fn reply_label(code: ReplyCode) -> &'static str {
 
 fn count_bytes(ctx: &Context, counters: &Counters) {
     use std::sync::atomic::Ordering::Relaxed;
-    let bytes = &ctx.metrics.relay_bytes;
-    let up = counters.client_to_upstream.load(Relaxed);
-    let down = counters.upstream_to_client.load(Relaxed);
-    bytes
-        .get_or_create(&[("direction", "client_to_upstream")])
-        .inc_by(up);
-    bytes
-        .get_or_create(&[("direction", "upstream_to_client")])
-        .inc_by(down);
+    let m = &ctx.metrics;
+    m.bytes_client_to_upstream
+        .inc_by(counters.client_to_upstream.load(Relaxed));
+    m.bytes_upstream_to_client
+        .inc_by(counters.upstream_to_client.load(Relaxed));
 }
 
 /// Sends the reply for `req`'s protocol; BND is all zeros when `bind` is None.
