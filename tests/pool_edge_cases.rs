@@ -90,7 +90,9 @@ async fn connections_closed_by_the_peer_are_discarded_at_checkout() {
             2 + idle_before,
             "reset = {reset}"
         );
-        assert_eq!(stats.total_idle, 0);
+        // What is idle now is at most the growth dial this miss started.
+        eventually("dials landed", || pool.get_stats().dialing == 0).await;
+        assert!(pool.get_stats().total_idle <= 1, "reset = {reset}");
     }
 }
 
