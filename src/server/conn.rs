@@ -123,7 +123,11 @@ async fn connect(
     let tunnel = Tunnel {
         client: &client,
         other: upstream.stream(),
-        resolved: upstream.stream().peer_addr().ok(),
+        // An IP destination is its own resolution: no getpeername(2) per session.
+        resolved: match &req.dest {
+            TargetAddr::Ip(addr) => Some(*addr),
+            TargetAddr::Domain(..) => upstream.stream().peer_addr().ok(),
+        },
         from_pool: upstream.from_pool(),
         keep_unused: upstream.is_recyclable(),
     };

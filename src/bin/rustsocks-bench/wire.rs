@@ -4,8 +4,8 @@
 //! device moved into a network namespace (scripts/netns-latency.sh does that), a
 //! target in that namespace is a real round trip away from processes outside it.
 
-use std::fs::{File, OpenOptions};
 use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
