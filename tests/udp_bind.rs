@@ -411,3 +411,50 @@ async fn pysocks_udp_client_gets_its_echo() {
     );
     assert_eq!(stdout.trim(), format!("hello over udp {}", echo.port()));
 }
+
+/// A proxy on an IPv6 socket that takes IPv4 clients (as one bound to `::` does)
+/// serves them with IPv4 addresses: the IPv4-mapped form (`::ffff:127.0.0.1`) would
+/// match no IPv4 peer in BIND and be useless to an IPv4-only client. Bound to the
+/// mapped form of 127.0.0.1, which behaves the same and stays on loopback.
+#[tokio::test]
+async fn a_dual_stack_listener_serves_ipv4_clients_in_ipv4() {
+    let proxy = Proxy::start(&config("allow_open_proxy = true", "").replace(
+        "bind_address = \"127.0.0.1\"",
+        "bind_address = \"::ffff:127.0.0.1\"",
+    ));
+    let v4 = SocketAddr::from(([127, 0, 0, 1], proxy.addr.port()));
+
+    let (mut control, first) = socks::socks5(
+        v4,
+        Command::Bind,
+        SocketAddr::from(([127, 0, 0, 1], 0)).into(),
+    )
+    .await;
+    assert_eq!(first.code, ReplyCode::Succeeded);
+    let TargetAddr::Ip(listening) = first.bind else {
+        panic!("IP")
+    };
+    assert!(listening.is_ipv4(), "BIND address {listening}");
+    let server = TcpStream::connect(listening).await.unwrap();
+    let second = read_msg::<Reply>(&mut control).await;
+    assert_eq!(
+        (second.code, second.bind),
+        (
+            ReplyCode::Succeeded,
+            TargetAddr::Ip(server.local_addr().unwrap())
+        ),
+        "the named IPv4 peer must be accepted and reported as IPv4"
+    );
+
+    let (_control, relay) = associate(v4).await;
+    assert!(relay.is_ipv4(), "relay address {relay}");
+    let echo = udp_echo(IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+    let client = UdpSocket::bind(("127.0.0.1", 0)).await.unwrap();
+    let (from, body) = round_trip(&client, relay, echo.into(), b"ping", LIMIT)
+        .await
+        .expect("echo");
+    assert_eq!(
+        (from, body.as_slice()),
+        (TargetAddr::Ip(echo), &b"ping"[..])
+    );
+}

@@ -12,6 +12,8 @@ mod password;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use tokio::sync::Semaphore;
+
 pub use password::{hash_password, is_argon2_phc};
 
 use crate::config::{AuthConfig, SocksMethod};
@@ -41,6 +43,13 @@ struct Inner {
     /// Verified against when the user is unknown, so that the answer takes as long as
     /// for a known user. Same kind as the configured credentials (hash if any is one).
     decoy: Credential,
+    /// Hash checks running at once: one per CPU. Each takes tens of milliseconds and
+    /// ~19 MiB; without a bound, anyone able to open connections could queue them
+    /// without limit on the blocking pool. A check waits for a slot inside the
+    /// handshake's deadline, so a client that gives up leaves nothing queued.
+    hash_slots: Arc<Semaphore>,
+    #[cfg(test)]
+    peak: probe::Peak,
 }
 
 impl Authenticator {
@@ -60,11 +69,15 @@ impl Authenticator {
         }
         let any_hashed = users.values().any(Credential::is_hashed);
         let decoy = Credential::decoy(any_hashed);
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
             inner: Arc::new(Inner {
                 method: config.socks_method,
                 users,
                 decoy,
+                hash_slots: Arc::new(Semaphore::new(cpus)),
+                #[cfg(test)]
+                peak: probe::Peak::default(),
             }),
         })
     }
@@ -79,11 +92,21 @@ impl Authenticator {
         let known = self.inner.users.contains_key(username);
         let credential = self.inner.users.get(username).unwrap_or(&self.inner.decoy);
         let matches = if credential.is_hashed() {
+            let slot = Arc::clone(&self.inner.hash_slots)
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
             let inner = Arc::clone(&self.inner);
             let (username, password) = (username.to_vec(), password.to_vec());
             tokio::task::spawn_blocking(move || {
-                let credential = inner.users.get(&username).unwrap_or(&inner.decoy);
-                credential.matches(&password)
+                let matches = {
+                    #[cfg(test)]
+                    let _running = inner.peak.enter();
+                    let credential = inner.users.get(&username).unwrap_or(&inner.decoy);
+                    credential.matches(&password)
+                };
+                drop(slot);
+                matches
             })
             .await
             .map_err(AuthError::Interrupted)?
@@ -94,6 +117,34 @@ impl Authenticator {
             (true, true) => Ok(()),
             (true, false) => Err(AuthError::WrongPassword),
             (false, _) => Err(AuthError::UnknownUser),
+        }
+    }
+}
+
+/// Counts hash checks running at once, and the most seen, for the tests.
+#[cfg(test)]
+mod probe {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[derive(Default)]
+    pub struct Peak {
+        now: AtomicUsize,
+        pub max: AtomicUsize,
+    }
+
+    pub struct Running<'a>(&'a Peak);
+
+    impl Peak {
+        pub fn enter(&self) -> Running<'_> {
+            let n = self.now.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max.fetch_max(n, Ordering::SeqCst);
+            Running(self)
+        }
+    }
+
+    impl Drop for Running<'_> {
+        fn drop(&mut self) {
+            self.0.now.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -144,6 +195,48 @@ mod tests {
             auth.verify(b"carol", b"secret").await,
             Err(AuthError::UnknownUser)
         ));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn hash_checks_run_at_most_one_per_cpu_and_none_after_the_client_left() {
+        let hash = hash_password("s3cret").unwrap();
+        let auth =
+            Authenticator::from_config(&config(vec![user("bob", None, Some(hash))])).unwrap();
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let checks: Vec<_> = (0..cpus * 2)
+            .map(|i| {
+                let auth = auth.clone();
+                let name = if i % 2 == 0 { "bob" } else { "mallory" };
+                tokio::spawn(async move { auth.verify(name.as_bytes(), b"guess").await })
+            })
+            .collect();
+        for c in checks {
+            assert!(c.await.unwrap().is_err());
+        }
+        let max = auth
+            .inner
+            .peak
+            .max
+            .load(std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            (1..=cpus).contains(&max),
+            "{max} checks at once, {cpus} CPUs"
+        );
+        // A check whose client gave up while waiting for a slot never runs.
+        let slots = Arc::clone(&auth.inner.hash_slots);
+        let all = slots.acquire_many(cpus as u32).await.unwrap();
+        let waiting = tokio::time::timeout(
+            std::time::Duration::from_millis(50),
+            auth.verify(b"bob", b"guess"),
+        )
+        .await;
+        assert!(waiting.is_err(), "verified without a slot");
+        drop(all);
+        assert_eq!(
+            slots.available_permits(),
+            cpus,
+            "the abandoned check kept a slot"
+        );
     }
 
     #[test]

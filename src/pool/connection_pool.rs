@@ -358,6 +358,7 @@ impl Inner {
 
     /// Adds a clean connection as the newest idle one for `dest`, within the limits.
     pub(super) fn put(&self, dest: &TargetAddr, stream: TcpStream, arrival: Arrival) {
+        let mut idle = 0;
         let rejected = {
             let mut shard = self.shards.lock(dest);
             let entry = Shards::entry(&mut shard, dest);
@@ -379,6 +380,10 @@ impl Inner {
                     stream,
                     since: Instant::now(),
                 });
+                // Counted before the lock is released: a checkout that pops this
+                // connection at once decrements after this, never before (which
+                // would wrap the counter below zero).
+                idle = self.totals.idle.fetch_add(1, Ordering::Relaxed) + 1;
                 None
             }
         };
@@ -396,7 +401,6 @@ impl Inner {
             });
             return;
         }
-        let idle = self.totals.idle.fetch_add(1, Ordering::Relaxed) + 1;
         if idle > self.config.max_total_idle {
             self.evict_lru();
         }

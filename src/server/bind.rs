@@ -10,6 +10,7 @@ use tracing::debug;
 
 use super::conn::{relay_recorded, reply, ConnError, Tunnel};
 use super::handshake::Negotiated;
+use super::listener::{canonical, is_per_connection};
 use super::relay::RelayEnd;
 use super::udp::closed;
 use super::Context;
@@ -25,7 +26,7 @@ pub(super) async fn serve(
 ) -> Result<RelayEnd, ConnError> {
     let ip = match ctx.external_address {
         Some(ip) => ip,
-        None => client.local_addr().map_err(ConnError::Reply)?.ip(),
+        None => canonical(client.local_addr().map_err(ConnError::Reply)?).ip(),
     };
     let listener = match TcpListener::bind((ip, 0)).await {
         Ok(l) => l,
@@ -53,12 +54,20 @@ pub(super) async fn serve(
                 reply(&client, &req, ReplyCode::GeneralFailure, None).await?;
                 return Err(ConnError::BindTimeout(ctx.bind_timeout));
             }
-            Ok(Ok((s, from))) if expected.is_none_or(|ip| ip == from.ip()) => break (s, from),
+            Ok(Ok((s, from))) if expected.is_none_or(|ip| ip == canonical(from).ip()) => {
+                break (s, canonical(from))
+            }
             Ok(Ok((_, from))) => {
                 debug!(client = %peer, %from, "BIND: refused a connection from an unexpected host");
                 ctx.metrics.bind_refused.inc();
             }
-            Ok(Err(_)) => {}
+            Ok(Err(e)) if is_per_connection(&e) => {}
+            // Out of descriptors, most likely: retrying at once would spin until the
+            // deadline, so the BIND fails now.
+            Ok(Err(e)) => {
+                reply(&client, &req, ReplyCode::GeneralFailure, None).await?;
+                return Err(ConnError::Reply(e));
+            }
         }
     };
     drop(listener);

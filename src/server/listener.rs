@@ -15,6 +15,13 @@ use tokio_util::task::TaskTracker;
 use super::{conn, Context};
 use crate::telemetry::Signal;
 
+/// An IPv4 address as IPv4 even when a dual-stack (`::`) socket reports it in its
+/// IPv4-mapped IPv6 form (`::ffff:a.b.c.d`): compared with a client's IPv4 addresses
+/// and sent to IPv4-only clients, the mapped form would match nothing and be unusable.
+pub(super) fn canonical(addr: SocketAddr) -> SocketAddr {
+    SocketAddr::new(addr.ip().to_canonical(), addr.port())
+}
+
 /// How long to pause after an accept error such as EMFILE, so that a process out of
 /// descriptors does not spin; connections closing meanwhile free some.
 const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(100);
@@ -55,7 +62,7 @@ impl Listener {
                     if std::mem::take(&mut failing) {
                         tracing::info!("accepting again");
                     }
-                    self.spawn_connection(stream, peer, permit);
+                    self.spawn_connection(stream, canonical(peer), permit);
                 }
                 Err(e) if is_per_connection(&e) => {
                     tracing::debug!(error = %e, "accept: connection failed before it was accepted");
@@ -105,7 +112,7 @@ impl Listener {
 }
 
 /// Errors that concern one aborted connection, not the listener.
-fn is_per_connection(e: &io::Error) -> bool {
+pub(super) fn is_per_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),
         io::ErrorKind::ConnectionAborted

@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::conn::{finish, open_session, reply, ConnError};
 use super::handshake::Negotiated;
+use super::listener::canonical;
 use super::relay::{Counters, RelayEnd};
 use super::Context;
 use crate::metrics::Metrics;
@@ -39,7 +40,7 @@ pub(super) async fn associate(
     ctx: &Context,
     cancel: &CancellationToken,
 ) -> Result<RelayEnd, ConnError> {
-    let local_ip = client.local_addr().map_err(ConnError::Reply)?.ip();
+    let local_ip = canonical(client.local_addr().map_err(ConnError::Reply)?).ip();
     let relay = match UdpSocket::bind((local_ip, 0)).await {
         Ok(s) => s,
         Err(e) => {
