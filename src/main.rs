@@ -61,6 +61,8 @@ fn load(path: Option<&Path>, bind: Option<SocketAddr>) -> anyhow::Result<Config>
 
 fn check_config(file: &Path) -> anyhow::Result<()> {
     let config = load(Some(file), None)?;
+    // Read the token file too: the server refuses to start without it.
+    config.api_token()?;
     for warning in config.warnings() {
         println!("warning: {warning}");
     }

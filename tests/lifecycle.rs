@@ -110,6 +110,16 @@ fn check_config_reports_ok_or_every_problem() {
         "{stderr}"
     );
     assert!(stderr.contains("auth.users = []"), "{stderr}");
+    // A token file that is not there stops the server, so check-config says so.
+    let missing = dir.path().join("no-such-token");
+    std::fs::write(
+        &path,
+        format!("[api]\ntoken_file = \"{}\"\n", missing.display()),
+    )
+    .unwrap();
+    let (status, stdout, stderr) = run_cli(&["check-config", path.to_str().unwrap()], "");
+    assert!(!status.success(), "{stdout}");
+    assert!(stderr.contains("no-such-token"), "{stderr}");
 }
 
 #[tokio::test]

@@ -186,4 +186,25 @@ fn session_defaults_and_checks() {
     assert_eq!(config.sessions.retention_days, 90);
     let keys = invalid_keys("[sessions]\ndatabase_url = \"postgres://db/rs\"\nbatch_size = 0\n");
     assert_eq!(keys, ["sessions.database_url", "sessions.batch_size"]);
+    let keys = invalid_keys("[sessions]\ndatabase_url = \"sqlite://:memory:\"\n");
+    assert_eq!(keys, ["sessions.database_url"]);
+}
+
+#[test]
+fn values_too_large_to_mean_anything_are_refused_not_crashed_on() {
+    let keys = invalid_keys(
+        "[server]\nbind_timeout_secs = 9223372036854775807\nmax_connections = 4000000000000000000\n\
+         [sessions]\nretention_days = 213503982334601\nmax_queued = 1000000000000\n\
+         [telemetry]\nretention_hours = 5124095576030431\n",
+    );
+    assert_eq!(
+        keys,
+        [
+            "server.max_connections",
+            "server.bind_timeout_secs",
+            "sessions.retention_days",
+            "sessions.max_queued",
+            "telemetry.retention_hours"
+        ]
+    );
 }

@@ -80,18 +80,121 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     }
     api_problems(config, &mut out);
     session_problems(config, &mut out);
+    limit_problems(config, &mut out);
     user_problems(config, &mut out);
     out
 }
 
+/// Ten years: longer than any timeout or retention means anything, and far enough
+/// from the limits of `Instant` and of `u64` seconds that adding it cannot overflow.
+const MAX_SECS: u64 = 10 * 365 * 86_400;
+
+/// Upper bounds. Durations are added to clock readings (a huge one panics), and
+/// queues and buffers are allocated up front, so "a very large number, meaning
+/// never or unlimited" must be refused with a clear message, not crash at runtime.
+fn limit_problems(config: &Config, out: &mut Vec<Problem>) {
+    let (s, p, ss, t) = (
+        &config.server,
+        &config.server.pool,
+        &config.sessions,
+        &config.telemetry,
+    );
+    let limits: [(&str, u64, u64); 18] = [
+        (
+            "server.max_connections",
+            s.max_connections as u64,
+            10_000_000,
+        ),
+        ("server.worker_threads", s.worker_threads as u64, 1024),
+        (
+            "server.handshake_timeout_ms",
+            s.handshake_timeout_ms,
+            MAX_SECS * 1000,
+        ),
+        (
+            "server.relay_idle_timeout_secs",
+            s.relay_idle_timeout_secs,
+            MAX_SECS,
+        ),
+        (
+            "server.shutdown_grace_secs",
+            s.shutdown_grace_secs,
+            MAX_SECS,
+        ),
+        ("server.bind_timeout_secs", s.bind_timeout_secs, MAX_SECS),
+        (
+            "server.udp_idle_timeout_secs",
+            s.udp_idle_timeout_secs,
+            MAX_SECS,
+        ),
+        (
+            "server.pool.max_idle_per_dest",
+            p.max_idle_per_dest as u64,
+            1_000_000,
+        ),
+        (
+            "server.pool.max_total_idle",
+            p.max_total_idle as u64,
+            1_000_000,
+        ),
+        (
+            "server.pool.idle_timeout_secs",
+            p.idle_timeout_secs,
+            MAX_SECS,
+        ),
+        (
+            "server.pool.connect_timeout_ms",
+            p.connect_timeout_ms,
+            MAX_SECS * 1000,
+        ),
+        ("sessions.batch_size", ss.batch_size as u64, 1_000_000),
+        (
+            "sessions.batch_interval_ms",
+            ss.batch_interval_ms,
+            MAX_SECS * 1000,
+        ),
+        (
+            "sessions.retention_days",
+            ss.retention_days,
+            MAX_SECS / 86_400,
+        ),
+        ("sessions.max_queued", ss.max_queued as u64, 10_000_000),
+        ("telemetry.max_events", t.max_events as u64, 1_000_000),
+        (
+            "telemetry.retention_hours",
+            t.retention_hours,
+            MAX_SECS / 3600,
+        ),
+        (
+            "telemetry.aggregation_interval_secs",
+            t.aggregation_interval_secs,
+            MAX_SECS,
+        ),
+    ];
+    for (key, value, max) in limits {
+        if value > max {
+            out.push(Problem::new(key, value, format!("at most {max}")));
+        }
+    }
+}
+
 fn session_problems(config: &Config, out: &mut Vec<Problem>) {
     let s = &config.sessions;
-    if s.sqlite_path().is_none() {
-        out.push(Problem::new(
+    match s.sqlite_path() {
+        None => out.push(Problem::new(
             "sessions.database_url",
             format!("\"{}\"", s.database_url),
             "sqlite://PATH (SQLite is the store this build has)",
-        ));
+        )),
+        // The writer and the API open their own connections; each would get a
+        // separate, private in-memory database, and the API would read an empty one.
+        Some(path) if path.contains(":memory:") => out.push(Problem::new(
+            "sessions.database_url",
+            format!("\"{}\"", s.database_url),
+            "a file path (an in-memory database is not shared between the writer and the API; \
+             set sessions.enabled = false to keep no history)",
+        )),
+        Some(_) => {}
     }
     for (key, value) in [
         ("sessions.batch_size", s.batch_size as u64),

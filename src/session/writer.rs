@@ -22,6 +22,8 @@ use crate::telemetry::{Signal, Telemetry};
 
 /// How often finished sessions past `retention_days` are deleted.
 const CLEANUP_EVERY: Duration = Duration::from_secs(3600);
+/// Tries at shutdown, one interval apart, before queued records are given up.
+const STOP_ATTEMPTS: u32 = 5;
 
 pub(super) enum Msg {
     /// Boxed: the bounded channel allocates `max_queued` slots up front, so a slot
@@ -56,9 +58,11 @@ impl Writer {
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => stopping = true,
                 Err(RecvTimeoutError::Timeout) => {}
             }
-            // Gather what arrives within one interval of it, up to a batch.
+            // Gather what arrives within one interval of it, up to a batch; while
+            // the store fails, the whole interval, so that a failing store is tried
+            // once per interval and not once per record that arrives.
             let deadline = Instant::now() + self.interval;
-            while !stopping && pending.len() < self.batch_size {
+            while !stopping && (failing || pending.len() < self.batch_size) {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match rx.recv_timeout(left) {
                     Ok(Msg::Op(op)) => self.queue(&mut pending, *op),
@@ -70,6 +74,8 @@ impl Writer {
                 while let Ok(Msg::Op(op)) = rx.try_recv() {
                     self.queue(&mut pending, *op);
                 }
+                self.flush_at_stop(&mut pending, &mut failing);
+                return;
             }
             self.flush(&mut pending, &mut failing);
             if last_cleanup.is_none_or(|t| t.elapsed() >= CLEANUP_EVERY) {
@@ -77,6 +83,24 @@ impl Writer {
                 last_cleanup = Some(Instant::now());
             }
         }
+    }
+
+    /// The last flush: a store that still fails gets a few more tries, one interval
+    /// apart, so that shutdown is bounded; what is left then is reported lost.
+    fn flush_at_stop(&self, pending: &mut Vec<StoreOp>, failing: &mut bool) {
+        for attempt in 1..=STOP_ATTEMPTS {
+            self.flush(pending, failing);
+            if pending.is_empty() {
+                return;
+            }
+            if attempt < STOP_ATTEMPTS {
+                std::thread::sleep(self.interval);
+            }
+        }
+        tracing::error!(
+            lost = pending.len(),
+            "session store still failing at shutdown; these session records were not written"
+        );
     }
 
     fn queue(&self, pending: &mut Vec<StoreOp>, op: StoreOp) {
@@ -167,8 +191,86 @@ fn coalesce(pending: &mut Vec<StoreOp>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::TelemetryConfig;
     use crate::session::record::{Finish, SessionRecord, Status};
+    use crate::session::store::{HistoryPage, HistoryQuery, SessionStats, StoreError};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::mpsc::sync_channel;
     use std::time::SystemTime;
+
+    /// A store whose writes always fail (a locked or full database), counting tries.
+    #[derive(Default)]
+    struct Failing {
+        tries: AtomicU64,
+    }
+
+    impl SessionStore for Failing {
+        fn apply(&self, _: &[StoreOp]) -> Result<(), StoreError> {
+            self.tries.fetch_add(1, Ordering::SeqCst);
+            Err(StoreError::Interrupted)
+        }
+        fn cleanup(&self, _: SystemTime) -> Result<u64, StoreError> {
+            Ok(0)
+        }
+        fn history(&self, _: &HistoryQuery) -> Result<HistoryPage, StoreError> {
+            Err(StoreError::Interrupted)
+        }
+        fn get(&self, _: Uuid) -> Result<Option<SessionRecord>, StoreError> {
+            Err(StoreError::Interrupted)
+        }
+        fn stats(&self, _: SystemTime, _: usize) -> Result<SessionStats, StoreError> {
+            Err(StoreError::Interrupted)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_failing_store_is_tried_once_per_interval_and_shutdown_is_bounded() {
+        let store = Arc::new(Failing::default());
+        let interval = Duration::from_millis(20);
+        let writer = Writer {
+            store: store.clone(),
+            batch_size: 10,
+            interval,
+            retention: Duration::from_secs(3600),
+            max_queued: 100_000,
+            telemetry: Telemetry::start(&TelemetryConfig::default()),
+            dropped: Counter::default(),
+            errors: Counter::default(),
+        };
+        let (tx, rx) = sync_channel(100_000);
+        let started = Instant::now();
+        let thread = std::thread::spawn(move || writer.run(rx));
+        // Far more records than a batch, arriving faster than the interval.
+        for _ in 0..200 {
+            for _ in 0..50 {
+                tx.send(Msg::Op(Box::new(StoreOp::Insert(record(Uuid::new_v4())))))
+                    .unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let before_stop = store.tries.load(Ordering::SeqCst);
+        let allowed = started.elapsed().as_millis() / interval.as_millis() + 2;
+        assert!(
+            u128::from(before_stop) <= allowed,
+            "{before_stop} tries in {:?}: more than one per interval",
+            started.elapsed()
+        );
+        tx.send(Msg::Stop).unwrap();
+        // Shutdown gives up after a bounded number of tries instead of hanging.
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            thread.join().unwrap();
+            let _ = done_tx.send(());
+        });
+        done_rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the writer did not stop");
+        let at_stop = store.tries.load(Ordering::SeqCst) - before_stop;
+        assert!(
+            (1..=u64::from(STOP_ATTEMPTS) + 1).contains(&at_stop),
+            "{at_stop} tries at stop"
+        );
+    }
 
     fn record(id: Uuid) -> SessionRecord {
         SessionRecord {
