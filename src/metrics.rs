@@ -37,6 +37,7 @@ const UDP_DROPS: &[&str] = &[
     "unresolved",
     "no_route",
     "send_failed",
+    "too_many_destinations",
 ];
 const REPLIES: &[&str] = &[
     "connection_refused",
@@ -79,7 +80,7 @@ pub struct Metrics {
     /// UDP datagrams relayed; direction = client_to_upstream | upstream_to_client.
     pub udp_datagrams: Family<Label, Counter>,
     /// UDP datagrams dropped; reason = foreign_source | malformed | fragmented |
-    /// unresolved | no_route | send_failed.
+    /// unresolved | no_route | send_failed | too_many_destinations.
     pub udp_dropped: Family<Label, Counter>,
     /// Inbound BIND connections refused because they came from another host.
     pub bind_refused: Counter,

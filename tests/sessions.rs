@@ -343,6 +343,20 @@ async fn terminate_ends_a_long_transfer_and_is_recorded() {
     assert_eq!(unknown.status, 404);
     let bad = get(api(&proxy), "/api/sessions/not-a-uuid", None).await;
     assert_eq!(bad.status, 400);
+    // Not even UTF-8: still the API's JSON error, not the framework's plain text.
+    for (method, path) in [
+        ("GET", "/api/sessions/%FF"),
+        ("POST", "/api/sessions/%FF/terminate"),
+    ] {
+        let r = http::request(api(&proxy), method, path, None).await;
+        assert_eq!(r.status, 400, "{method} {path}");
+        assert_eq!(
+            r.json()["error"],
+            "bad_request",
+            "{method} {path}: {}",
+            r.text()
+        );
+    }
 }
 
 /// Sessions that end are written within `batch_interval_ms`; a SIGKILL after that

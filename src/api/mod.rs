@@ -128,7 +128,7 @@ async fn require_token(State(state): State<ApiState>, request: Request, next: Ne
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
+        .and_then(bearer_token);
     let valid =
         presented.is_some_and(|p| bool::from(p.as_bytes().ct_eq(token.expose().as_bytes())));
     if valid {
@@ -164,6 +164,15 @@ async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     }
 }
 
+/// The credentials of an `Authorization: Bearer <token>` header; the scheme name is
+/// case-insensitive (RFC 7235).
+fn bearer_token(value: &str) -> Option<&str> {
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -184,5 +193,35 @@ mod tests {
             .map(|(m, p, _)| (m.to_owned(), p.to_owned()))
             .collect();
         assert_eq!(documented, served);
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive() {
+        for header in ["Bearer t0k", "bearer t0k", "BEARER  t0k"] {
+            assert_eq!(super::bearer_token(header), Some("t0k"), "{header}");
+        }
+        for header in ["Basic t0k", "Bearert0k", "t0k"] {
+            assert_eq!(super::bearer_token(header), None, "{header}");
+        }
+    }
+
+    #[test]
+    fn openapi_event_categories_are_the_ones_the_code_emits() {
+        let doc: serde_json::Value =
+            serde_json::from_str(super::openapi::DOCUMENT).expect("valid JSON");
+        let names = |v: &serde_json::Value| -> Vec<String> {
+            let list = v["enum"].as_array().expect("an enum");
+            list.iter()
+                .map(|n| n.as_str().unwrap().to_owned())
+                .collect()
+        };
+        let code: Vec<String> = crate::telemetry::Category::NAMES
+            .split(", ")
+            .map(str::to_owned)
+            .collect();
+        let schema = &doc["components"]["schemas"]["Event"]["properties"]["category"];
+        assert_eq!(names(schema), code);
+        let param = &doc["components"]["parameters"]["category"]["schema"];
+        assert_eq!(names(param), code);
     }
 }

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use serde_json::{json, Value};
@@ -153,10 +154,20 @@ async fn find(sessions: &Sessions, raw: &str) -> Result<Found, ApiError> {
     }
 }
 
+/// The `{id}` of a path; one that is not UTF-8 gets the same JSON error as any
+/// other malformed id, not axum's plain-text rejection.
+fn path_id(path: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    path.map(|Path(raw)| raw)
+        .map_err(|_| ApiError::BadSessionId {
+            value: "(not valid UTF-8)".into(),
+        })
+}
+
 pub async fn one(
     State(state): State<ApiState>,
-    Path(raw): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let raw = path_id(path)?;
     match find(sessions(&state)?, &raw).await? {
         Found::Active(s) => Ok(Json(live(&s))),
         Found::Recorded(record) => Ok(Json(serde_json::to_value(record).unwrap_or_default())),
@@ -165,8 +176,9 @@ pub async fn one(
 
 pub async fn terminate(
     State(state): State<ApiState>,
-    Path(raw): Path<String>,
+    path: Result<Path<String>, PathRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let raw = path_id(path)?;
     match find(sessions(&state)?, &raw).await? {
         Found::Active(s) => {
             s.terminate.cancel();

@@ -67,8 +67,18 @@ impl Authenticator {
             };
             users.insert(user.username.as_bytes().to_vec(), credential);
         }
-        let any_hashed = users.values().any(Credential::is_hashed);
-        let decoy = Credential::decoy(any_hashed);
+        // With any hashed user, every check must cost a hash check: plain passwords are
+        // hashed now with the same parameters, and so is the decoy. Otherwise a
+        // plain-text user would answer in microseconds and an unknown name in tens of
+        // milliseconds, and timing would tell which names exist.
+        let params = users.values().find_map(Credential::params);
+        if let Some(params) = &params {
+            users = users
+                .into_iter()
+                .map(|(name, c)| (name, c.hardened(params)))
+                .collect();
+        }
+        let decoy = Credential::decoy(params.as_ref());
         let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
             inner: Arc::new(Inner {
@@ -177,6 +187,12 @@ mod tests {
             user("bob", None, Some(hash)),
         ]))
         .unwrap();
+        // With a hashed user present, every check costs the same hash check.
+        let inner = &auth.inner;
+        assert!(inner.users.values().all(Credential::is_hashed));
+        let bob = inner.users[b"bob".as_slice()].params().unwrap();
+        assert_eq!(inner.decoy.params().unwrap(), bob);
+        assert_eq!(inner.users[b"alice".as_slice()].params().unwrap(), bob);
         assert!(auth.verify(b"alice", b"secret").await.is_ok());
         assert!(matches!(
             auth.verify(b"alice", b"secreT").await,

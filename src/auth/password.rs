@@ -2,7 +2,7 @@
 
 use argon2::password_hash::rand_core::OsRng;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+use argon2::{Algorithm, Argon2, Params, Version};
 use subtle::ConstantTimeEq;
 
 pub(super) enum Credential {
@@ -16,17 +16,46 @@ impl Credential {
         is_argon2_phc(phc).then(|| Self::Hashed(phc.to_owned()))
     }
 
-    /// A credential no password matches, of the same cost as the real ones.
-    pub(super) fn decoy(hashed: bool) -> Self {
-        if hashed {
+    /// A credential no password matches, of the same cost as the real ones: hashed
+    /// with `params` (those of the configured hashes) when there are any.
+    pub(super) fn decoy(params: Option<&Params>) -> Self {
+        match params {
             // A fixed salt is fine: nothing is ever meant to match this hash.
-            let salt = SaltString::from_b64("ZGVjb3lkZWNveWRlY295").expect("valid b64 salt");
-            let hash = Argon2::default()
-                .hash_password(b"decoy password that is never configured", &salt)
-                .expect("default argon2 parameters are valid");
-            Self::Hashed(hash.to_string())
-        } else {
-            Self::Plain(vec![0xFF; 32])
+            Some(params) => Self::hash_with(
+                b"decoy password that is never configured",
+                params,
+                &SaltString::from_b64("ZGVjb3lkZWNveWRlY295").expect("valid b64 salt"),
+            ),
+            None => Self::Plain(vec![0xFF; 32]),
+        }
+    }
+
+    /// A plain password turned into a hash of the given cost, so that checking it
+    /// takes as long as checking the configured hashes.
+    pub(super) fn hardened(self, params: &Params) -> Self {
+        match self {
+            Self::Plain(password) => {
+                Self::hash_with(&password, params, &SaltString::generate(&mut OsRng))
+            }
+            hashed => hashed,
+        }
+    }
+
+    fn hash_with(password: &[u8], params: &Params, salt: &SaltString) -> Self {
+        let hash = Argon2::new(Algorithm::Argon2id, Version::V0x13, params.clone())
+            .hash_password(password, salt)
+            .expect("parameters taken from a valid hash are valid");
+        Self::Hashed(hash.to_string())
+    }
+
+    /// The argon2 parameters (memory, iterations, lanes) of a hashed credential.
+    pub(super) fn params(&self) -> Option<Params> {
+        match self {
+            Self::Hashed(phc) => {
+                let hash = PasswordHash::new(phc).ok()?;
+                Params::try_from(&hash).ok()
+            }
+            Self::Plain(_) => None,
         }
     }
 
@@ -80,6 +109,10 @@ mod tests {
         let c = Credential::hashed(&phc).unwrap();
         assert!(c.matches(b"pw"));
         assert!(!c.matches(b"pw2"));
-        assert!(!Credential::decoy(true).matches(b""));
+        let params = c.params().expect("argon2 parameters");
+        assert!(!Credential::decoy(Some(&params)).matches(b""));
+        let hardened = Credential::Plain(b"pw".to_vec()).hardened(&params);
+        assert!(hardened.is_hashed());
+        assert!(hardened.matches(b"pw") && !hardened.matches(b"pw2"));
     }
 }

@@ -14,7 +14,8 @@ pub struct ServerConfig {
     /// Open client connections, handshakes included. At the limit the listener stops
     /// accepting until one closes.
     pub max_connections: usize,
-    /// Bound on everything before the relay starts: greeting, auth, request.
+    /// Bound on the greeting, authentication and request. (The upstream connect has
+    /// `pool.connect_timeout_ms`; the wait for a BIND peer, `bind_timeout_secs`.)
     pub handshake_timeout_ms: u64,
     /// Close a tunnel after this long with no byte in either direction; 0 = never.
     pub relay_idle_timeout_secs: u64,

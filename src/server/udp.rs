@@ -184,6 +184,11 @@ impl Association<'_> {
         let Some(dest) = self.resolve(&header.dest).await else {
             return self.drop_counted("unresolved");
         };
+        // Answers are accepted only from destinations in `peers`: once it is full, a
+        // datagram to a new one would be sent with its answer certain to be dropped.
+        if self.peers.len() >= MAX_PEERS && !self.peers.contains(&dest) {
+            return self.drop_counted("too_many_destinations");
+        }
         let Some(socket) = self.upstream_for(dest).await else {
             return self.drop_counted("no_route");
         };
@@ -191,9 +196,7 @@ impl Association<'_> {
             return self.drop_counted("send_failed");
         }
         self.client_addr = Some(src);
-        if self.peers.len() < MAX_PEERS {
-            self.peers.insert(dest);
-        }
+        self.peers.insert(dest);
         self.counters
             .client_to_upstream
             .fetch_add(payload.len() as u64, Relaxed);

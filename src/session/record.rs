@@ -103,8 +103,13 @@ pub(crate) fn unix_ms(t: SystemTime) -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// 9999-12-31T23:59:59.999Z, the last instant RFC 3339 can write.
+const LAST_RFC3339_MS: i64 = 253_402_300_799_999;
+
+/// A stored time; values outside what RFC 3339 can write (a row edited by hand, a
+/// clock gone wild) are clamped, so that serialising the record cannot fail.
 pub(crate) fn from_unix_ms(ms: i64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms.max(0) as u64)
+    UNIX_EPOCH + Duration::from_millis(ms.clamp(0, LAST_RFC3339_MS) as u64)
 }
 
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -115,5 +120,31 @@ fn rfc3339_opt<S: serde::Serializer>(t: &Option<SystemTime>, s: S) -> Result<S::
     match t {
         Some(t) => rfc3339(t, s),
         None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn any_stored_time_serialises() {
+        // Formatting a time past year 9999 fails, and `to_string` panics on that.
+        for ms in [
+            i64::MIN,
+            -1,
+            0,
+            1_700_000_000_000,
+            LAST_RFC3339_MS + 1,
+            i64::MAX,
+        ] {
+            let text = humantime::format_rfc3339_millis(from_unix_ms(ms)).to_string();
+            assert!(text.ends_with('Z'), "{ms}: {text}");
+        }
+        assert_eq!(
+            humantime::format_rfc3339_millis(from_unix_ms(i64::MAX)).to_string(),
+            "9999-12-31T23:59:59.999Z"
+        );
+        assert_eq!(from_unix_ms(-5), UNIX_EPOCH);
     }
 }

@@ -322,11 +322,24 @@ async function refresh() {
   }
 }
 
+// The next refresh is scheduled when the last one has finished, never on a fixed
+// clock: a slow answer (a large history) must not pile requests up on the server.
+// The generation stops the loop of a page the user has left.
+let refreshGeneration = 0;
+function scheduleRefresh(gen) {
+  refreshTimer = setTimeout(async () => {
+    if (gen !== refreshGeneration) return;
+    await refresh();
+    if (gen === refreshGeneration) scheduleRefresh(gen);
+  }, REFRESH_MS);
+}
+
 async function show() {
   const [name, arg] = (location.hash.slice(1) || 'overview').split('/');
   const page = pages[name] ? name : 'overview';
   for (const a of document.querySelectorAll('nav a')) a.classList.toggle('active', a.dataset.page === page || (page === 'session' && a.dataset.page === 'sessions'));
-  clearInterval(refreshTimer);
+  refreshGeneration += 1;
+  clearTimeout(refreshTimer);
   if (streamAbort) { streamAbort.abort(); streamAbort = null; }
   const main = document.getElementById('main');
   main.replaceChildren();
@@ -334,7 +347,7 @@ async function show() {
   try {
     current = await pages[page](main, arg);
     await refresh();
-    if (current) refreshTimer = setInterval(refresh, REFRESH_MS);
+    if (current) scheduleRefresh(refreshGeneration);
     main.dataset.ready = 'yes';
   } catch (e) {
     main.append(el('div', { class: 'error', text: e.message }));
