@@ -279,6 +279,8 @@ async fn telemetry_events_aggregate_filter_and_reject_bad_parameters() {
         ("category=nope", "category"),
         ("since=yesterday", "since"),
         ("limt=5", "limt"),
+        ("limit=5&limit=6", "limit"),
+        ("since=2026-11-27T16:00:00%2B02:00", "since"),
     ] {
         let r = get(addr, &format!("/api/telemetry/events?{query}"), None).await;
         assert_eq!(r.status, 400, "{query}");

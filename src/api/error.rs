@@ -15,6 +15,8 @@ pub enum ApiError {
     },
     #[error("unknown query parameter `{0}`")]
     UnknownParam(String),
+    #[error("query parameter `{0}` given more than once")]
+    RepeatedParam(String),
     #[error("missing or wrong bearer token")]
     Unauthorized,
     #[error("no route for {method} {path}")]
@@ -36,7 +38,9 @@ pub enum ApiError {
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
-            Self::BadParam { .. } | Self::UnknownParam(_) => StatusCode::BAD_REQUEST,
+            Self::BadParam { .. } | Self::UnknownParam(_) | Self::RepeatedParam(_) => {
+                StatusCode::BAD_REQUEST
+            }
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -49,7 +53,7 @@ impl ApiError {
 
     fn code(&self) -> &'static str {
         match self {
-            Self::BadParam { .. } | Self::UnknownParam(_) => "bad_request",
+            Self::BadParam { .. } | Self::UnknownParam(_) | Self::RepeatedParam(_) => "bad_request",
             Self::Unauthorized => "unauthorized",
             Self::NotFound { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
@@ -67,7 +71,7 @@ impl IntoResponse for ApiError {
         let mut body = json!({ "error": self.code(), "message": self.to_string() });
         match &self {
             Self::BadParam { name, .. } => body["parameter"] = json!(name),
-            Self::UnknownParam(name) => body["parameter"] = json!(name),
+            Self::UnknownParam(name) | Self::RepeatedParam(name) => body["parameter"] = json!(name),
             _ => {}
         }
         let mut response = (self.status(), Json(body)).into_response();

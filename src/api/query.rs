@@ -18,6 +18,10 @@ impl Params {
             if !allowed.contains(&k.as_str()) {
                 return Err(ApiError::UnknownParam(k));
             }
+            // `status=closed&status=failed` is not "both": refuse it, not last-wins.
+            if map.contains_key(&k) {
+                return Err(ApiError::RepeatedParam(k));
+            }
             map.insert(k, v);
         }
         Ok(Self(map))
@@ -63,7 +67,7 @@ impl Params {
         }
     }
 
-    /// An RFC 3339 timestamp such as `2026-11-27T16:00:00Z`.
+    /// An RFC 3339 timestamp in UTC such as `2026-11-27T16:00:00Z` (no offsets).
     pub fn time(&self, name: &'static str) -> Result<Option<SystemTime>, ApiError> {
         let Some(raw) = self.get(name) else {
             return Ok(None);
@@ -73,7 +77,7 @@ impl Params {
             .map_err(|_| ApiError::BadParam {
                 name,
                 value: raw.to_owned(),
-                expected: "an RFC 3339 timestamp such as 2026-11-27T16:00:00Z".to_owned(),
+                expected: "an RFC 3339 timestamp in UTC such as 2026-11-27T16:00:00Z".to_owned(),
             })
     }
 }
