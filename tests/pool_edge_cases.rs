@@ -326,6 +326,29 @@ async fn banner_sent_before_checkout_reaches_the_client() {
     assert_eq!(line, "conn-3\n");
 }
 
+/// A server that greets and then closes (as MySQL, SMTP or FTP servers do with an
+/// idle connection): the greeting is still unread when its FIN arrives, and the pool
+/// must still see the connection as closed.
+#[tokio::test]
+async fn a_connection_closed_after_its_banner_is_not_handed_out() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let _ = s.write_all(b"220 hello\r\n421 idle, closing\r\n").await;
+            drop(s);
+        }
+    });
+    let (pool, _) = pool_with(PoolConfig::default());
+    drop(get(&pool, addr).await);
+    drop(get(&pool, addr).await); // a repeated miss: a spare is dialled
+    eventually("spare landed", || pool.get_stats().total_idle == 1).await;
+    tokio::time::sleep(Duration::from_millis(50)).await; // greeting and FIN are in
+    let conn = get(&pool, addr).await;
+    assert!(!conn.from_pool(), "a closed connection was handed out");
+    assert_eq!(pool.get_stats().stale_on_checkout, 1);
+}
+
 /// The upstream tags every connection with its number as its first bytes. Across
 /// many sessions through the proxy, some sending data and some closing at once, no
 /// two clients may ever see the same tag: no connection serves two clients.
