@@ -106,9 +106,25 @@ case $what in
     *) echo "unknown comparison: $what" >&2; exit 2 ;;
 esac
 for v in "${variants[@]}"; do
-    read -r _ port _ <<<"$v"
+    read -r _ port _ api _ <<<"$v"
     [ "$port" = 0 ] || wait_port "$port"
+    [ -z "${api:-}" ] || wait_port "$api"
 done
+
+# start_fresh LABEL PORT: a new process of variant LABEL on PORT; prints its pid.
+# `idle` measures memory growth from a baseline, so each run needs a process that
+# has not already grown for an earlier round's tunnels (measured: microsocks read
+# 11.8 KB per tunnel from a fresh process and 5.3 KB from a reused one).
+start_fresh() {
+    case $1 in
+        rustsocks) start_rustsocks "$2" '[sessions]\nenabled = false' ;;
+        rustsocks-1thread) start_rustsocks "$2" '[sessions]\nenabled = false' 'worker_threads = 1' ;;
+        microsocks) start_microsocks "$2" ;;
+        *) echo "no fresh start for $1" >&2; return 1 ;;
+    esac
+}
+fresh_port=21300
+failures=0
 
 echo "==> $rounds round(s) of ${#scenarios[@]} scenario(s) x ${#variants[@]} variant(s); results in $out"
 for round in $(seq 1 "$rounds"); do
@@ -124,14 +140,29 @@ for round in $(seq 1 "$rounds"); do
                 [ "$port" = 0 ] && continue
                 # Dante forks per client; its parent's memory is not the whole story.
                 [ "$label" = dante ] && continue
+                fresh_port=$((fresh_port + 1))
+                pid=$(start_fresh "$label" "$fresh_port"); pids+=("$pid")
+                wait_port "$fresh_port"
+                args=(--label "$label" --proxy "127.0.0.1:$fresh_port")
                 scenario_args=($scenario --pid "$pid")
             else
                 scenario_args=($scenario)
             fi
             echo "  round $round: $label ${scenario_args[*]}" >&2
-            "$bench" "${args[@]}" "${scenario_args[@]}" 2>/dev/null | sed "s/}\$/,\"round\":$round,\"command\":\"${scenario%% *}\"}/" >>"$out"
+            log="$work/run-$round-$label-${scenario%% *}.log"
+            # A failed run is reported and skipped; the comparison goes on.
+            if ! "$bench" "${args[@]}" "${scenario_args[@]}" 2>"$log" >"$work/line"; then
+                echo "  FAILED ($label ${scenario_args[*]}): $(tail -n 1 "$log")" >&2
+                failures=$((failures + 1))
+            else
+                sed "s/}\$/,\"round\":$round,\"command\":\"${scenario%% *}\"}/" "$work/line" >>"$out"
+            fi
+            if [[ $scenario == idle* ]]; then kill "$pid" 2>/dev/null || true; fi
         done
     done
 done
 
 python3 loadtests/summarize.py "$out"
+if [ "$failures" -gt 0 ]; then
+    echo "$failures run(s) failed; see the lines marked FAILED above" >&2
+fi

@@ -17,7 +17,7 @@
 # proxy spent 85 % of its CPU in the kernel's ephemeral port search (connect(2)
 # stepping over TIME_WAIT entries) and runs measured that, not the proxy. `down`
 # restores the previous value. Needs root.
-set -euo pipefail
+set -Eeuo pipefail  # -E: a failing command inside a function reaches the ERR trap
 cd "$(dirname "$0")/.."
 
 ns=rsbench
@@ -76,7 +76,14 @@ up() {
 }
 
 case ${1:-} in
-    up) shift; up "$@" ;;
+    # A setup that fails half-way is torn down, so no namespace, wire or sysctl is
+    # left behind.
+    up)
+        shift
+        trap 'echo "setup failed; tearing down" >&2; down' ERR
+        up "$@"
+        trap - ERR
+        ;;
     down) down; echo "down" ;;
     *) echo "usage: $0 up [RTT_MS] [LOSS] | down" >&2; exit 2 ;;
 esac

@@ -43,8 +43,10 @@ impl Wire {
             eprintln!("skipped: the latency wire needs root");
             return None;
         }
+        // The guard exists before the set-up, so a failed set-up is torn down too.
+        let wire = Wire;
         netns(&["up", &RTT_MS.to_string()]);
-        Some(Wire)
+        Some(wire)
     }
 }
 

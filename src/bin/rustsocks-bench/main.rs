@@ -10,7 +10,7 @@ mod wire;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 use client::{Client, DestKind};
 use serde_json::json;
@@ -126,10 +126,27 @@ fn main() -> anyhow::Result<()> {
     if let Scenario::Wire { a, b, rtt_ms, loss } = &cli.scenario {
         return wire::run(a, b, Duration::from_secs_f64(rtt_ms / 1000.0), *loss);
     }
+    raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(run(cli))
+}
+
+/// An idle run holds two descriptors per tunnel in this process (the client side and
+/// the embedded echo's side); the usual soft limit of 1,024 would stop it at ~500.
+fn raise_open_file_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: get/setrlimit with a valid rlimit struct that outlives the calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -140,6 +157,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             t.echo, t.sink, t.source
         );
         std::future::pending::<()>().await;
+    }
+    if cli.dest == DestKind::Domain && cli.target.is_some_and(|t| !t.ip().is_loopback()) {
+        bail!(
+            "--dest domain asks the proxy for \"localhost\", which cannot name a --target \
+             that is not on loopback; use --dest ipv4 or ipv6"
+        );
     }
     let targets = match cli.target {
         Some(base) => target::Targets::at(base),

@@ -60,13 +60,15 @@ pub async fn latency(
     }
     progress.finish();
     let elapsed = started.elapsed().as_secs_f64();
+    // Failed attempts are not sessions: the rate counts completed ones only.
+    let ok = whole.len();
     let result = json!({
-        "sessions": done, "errors": errors, "last_error": last_error, "elapsed_s": elapsed,
-        "sessions_per_s": done as f64 / elapsed,
+        "sessions": ok, "attempts": done, "errors": errors, "last_error": last_error, "elapsed_s": elapsed,
+        "sessions_per_s": ok as f64 / elapsed,
         "session_us": summary(&whole), "connect_reply_us": summary(&connect),
     });
     let lines = vec![
-        format!("latency: {done} sequential sessions in {elapsed:.2} s = {:.0} sessions/s, {errors} errors", done as f64 / elapsed),
+        format!("latency: {ok} sequential sessions in {elapsed:.2} s = {:.0} sessions/s, {errors} errors", ok as f64 / elapsed),
         format!("  whole session:    {}", describe(&whole)),
         format!("  CONNECT-to-reply: {}", describe(&connect)),
     ];
@@ -104,7 +106,7 @@ pub async fn rate(
                     }
                 }
             }
-            (whole, connect)
+            (whole, connect, Instant::now())
         }));
     }
     let mut progress = Progress::new("rate");
@@ -114,13 +116,17 @@ pub async fn rate(
     }
     progress.finish();
     let (mut whole, mut connect) = (histogram(), histogram());
+    // The run ends when its last worker does, not when the progress loop (which
+    // polls every 100 ms) notices: on a 0.5 s run that would be up to 20 % off.
+    let mut last = started;
     for w in workers {
-        if let Ok((a, b)) = w.await {
+        if let Ok((a, b, finished)) = w.await {
             let _ = whole.add(a);
             let _ = connect.add(b);
+            last = last.max(finished);
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
+    let elapsed = (last - started).as_secs_f64();
     let errors = errors.load(Ordering::Relaxed);
     let ok = whole.len();
     let result = json!({
@@ -164,9 +170,10 @@ pub async fn throughput(
     }
     let duration = Duration::from_secs_f64(secs);
     let started = Instant::now();
+    let stall = client.timeout;
     let tasks: Vec<_> = tunnels
         .into_iter()
-        .map(|s| tokio::spawn(stream_for(s, direction, started + duration)))
+        .map(|s| tokio::spawn(stream_for(s, direction, started + duration, stall)))
         .collect();
     let mut total = 0u64;
     for t in tasks {
@@ -179,14 +186,26 @@ pub async fn throughput(
     Ok((result, lines))
 }
 
-async fn stream_for(mut s: TcpStream, direction: Direction, until: Instant) -> anyhow::Result<u64> {
+/// Moves data until `until`; an operation that makes no progress for `stall` ends
+/// the run with an error instead of hanging it.
+async fn stream_for(
+    mut s: TcpStream,
+    direction: Direction,
+    until: Instant,
+    stall: Duration,
+) -> anyhow::Result<u64> {
     let mut buf = vec![0x5Au8; 256 * 1024];
     let mut moved = 0u64;
     while Instant::now() < until {
-        let n = match direction {
-            Direction::Up => s.write(&buf).await?,
-            Direction::Down => s.read(&mut buf).await?,
+        let op = async {
+            match direction {
+                Direction::Up => s.write(&buf).await,
+                Direction::Down => s.read(&mut buf).await,
+            }
         };
+        let n = tokio::time::timeout(stall, op)
+            .await
+            .context("the tunnel stopped moving data")??;
         if n == 0 {
             bail!("tunnel closed during the transfer");
         }
@@ -228,7 +247,9 @@ pub async fn idle(
         // One echo, so the tunnel is fully relaying before it goes quiet.
         s.write_all(b"x").await?;
         let mut b = [0u8; 1];
-        s.read_exact(&mut b).await?;
+        tokio::time::timeout(client.timeout, s.read_exact(&mut b))
+            .await
+            .context("the echo through an idle-test tunnel timed out")??;
         open.push(s);
         progress.tick(i + 1, tunnels);
     }
@@ -239,26 +260,32 @@ pub async fn idle(
     let per_tunnel = after.saturating_sub(before) as f64 / tunnels as f64;
     let result = json!({ "tunnels": tunnels, "pid": pid, "rss_before": before, "rss_after": after, "bytes_per_tunnel": per_tunnel });
     let lines = vec![format!(
-        "idle: {tunnels} open tunnels: RSS {:.1} MB -> {:.1} MB = {:.0} bytes ({:.1} KB) per tunnel",
+        "idle: {tunnels} open tunnels: RSS {:.1} MB -> {:.1} MB = {:.0} bytes ({:.1} kB) per tunnel",
         before as f64 / 1e6,
         after as f64 / 1e6,
         per_tunnel,
-        per_tunnel / 1024.0
+        per_tunnel / 1e3
     )];
     Ok((result, lines))
 }
 
 /// GET `path` from a RustSocks management API, as JSON.
 async fn api_get(api: SocketAddr, path: &str) -> anyhow::Result<Value> {
-    let mut s = TcpStream::connect(api)
+    let request = async {
+        let mut s = TcpStream::connect(api)
+            .await
+            .with_context(|| format!("connecting to the API at {api}"))?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await?;
+        anyhow::Ok(raw)
+    };
+    let raw = tokio::time::timeout(Duration::from_secs(10), request)
         .await
-        .with_context(|| format!("connecting to the API at {api}"))?;
-    s.write_all(
-        format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes(),
-    )
-    .await?;
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await?;
+        .with_context(|| format!("the API at {api} did not answer {path} within 10 s"))??;
     let start = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -267,19 +294,24 @@ async fn api_get(api: SocketAddr, path: &str) -> anyhow::Result<Value> {
     serde_json::from_slice(&raw[start..]).context("the API did not answer JSON (chunked?)")
 }
 
-/// Pool counters that say where each session's connection came from.
-async fn pool_counters(api: SocketAddr) -> anyhow::Result<[u64; 4]> {
+/// Pool counters: where each session's connection came from, and connections the
+/// pool closed without handing them to anybody (dropped at the per-destination
+/// limit, expired, evicted, or found closed by the peer).
+async fn pool_counters(api: SocketAddr) -> anyhow::Result<[u64; 5]> {
     let v = api_get(api, "/api/pool/stats").await?;
     let s = &v["stats"];
     if s.is_null() {
-        return Ok([0; 4]);
+        return Ok([0; 5]);
     }
     let get = |k: &str| s[k].as_u64().unwrap_or(0);
+    let closed_unused =
+        get("dropped_full") + get("expired") + get("evicted") + get("stale_on_checkout");
     Ok([
         get("hits"),
         get("misses"),
         get("new_connections"),
         get("refreshed"),
+        closed_unused,
     ])
 }
 
@@ -302,15 +334,15 @@ pub async fn pool(
     // Let refills started by the last sessions land, so they are counted.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = pool_counters(api).await?;
-    let [hits, misses, new, refreshed] = [0, 1, 2, 3].map(|i| after[i] - before[i]);
+    let [hits, misses, new, refreshed, unused] =
+        [0, 1, 2, 3, 4].map(|i| after[i].saturating_sub(before[i]));
     let sessions = hits + misses;
     let hit_rate = if sessions > 0 {
         hits as f64 / sessions as f64
     } else {
         0.0
     };
-    // Every session used one connection: a pooled one (a hit) or its own dial.
-    let unused = refreshed.saturating_sub(hits);
+    // Spares still idle at the end are not counted: the next run may use them.
     let unused_share = if sessions > 0 {
         unused as f64 / sessions as f64
     } else {
@@ -319,7 +351,7 @@ pub async fn pool(
     result["pool"] = json!({ "hits": hits, "misses": misses, "new_connections": new, "refreshed": refreshed,
                              "hit_rate": hit_rate, "unused_dials": unused, "unused_dials_per_session": unused_share });
     lines.push(format!(
-        "  pool: hit rate {:.1} % ({hits} hits, {misses} misses); {refreshed} refill dials, {unused} never used ({:.1} % of sessions)",
+        "  pool: hit rate {:.1} % ({hits} hits, {misses} misses); {refreshed} refill dials, {unused} closed unused ({:.1} % of sessions)",
         hit_rate * 100.0,
         unused_share * 100.0
     ));

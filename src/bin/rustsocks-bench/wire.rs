@@ -174,8 +174,17 @@ pub fn run(a: &str, b: &str, rtt: Duration, loss: f64) -> anyhow::Result<()> {
         "wire: {a} <-> {b}, round trip {rtt:?}, loss {:.2} %",
         loss * 100.0
     );
-    let back = std::thread::spawn(move || direction(tb2, ta2, half, loss, 0x9E37_79B9));
-    direction(ta, tb, half, loss, 0x85EB_CA6B)?;
-    back.join()
-        .map_err(|_| anyhow::anyhow!("wire thread panicked"))?
+    // The directions only end on an error; the first one to end ends the wire, so a
+    // dead direction cannot leave a process that looks healthy but drops everything.
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let back_tx = done_tx.clone();
+    std::thread::spawn(move || {
+        let _ = back_tx.send(direction(tb2, ta2, half, loss, 0x9E37_79B9).context("b -> a"));
+    });
+    std::thread::spawn(move || {
+        let _ = done_tx.send(direction(ta, tb, half, loss, 0x85EB_CA6B).context("a -> b"));
+    });
+    done_rx
+        .recv()
+        .map_err(|_| anyhow::anyhow!("a wire thread panicked"))?
 }
