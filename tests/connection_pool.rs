@@ -60,6 +60,26 @@ async fn idle_connection_past_its_timeout_is_not_handed_out() {
     assert_eq!(pool.get_stats().expired, 1);
 }
 
+/// A connection taken and given back unused has still been quiet since its dial:
+/// its age goes on, or checkouts that send nothing could keep it alive forever.
+#[tokio::test]
+async fn a_returned_connection_keeps_its_age() {
+    let up = upstream::holding();
+    let pool = ConnectionPool::new(PoolConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..PoolConfig::default()
+    });
+    let port = up.addr.port();
+    let first = pool.get_or_connect("127.0.0.1", port).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    pool.recycle(first);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    // 350 ms since the dial: past the timeout, though returned 150 ms ago.
+    let second = pool.get_or_connect("127.0.0.1", port).await.unwrap();
+    assert!(!second.from_pool(), "an expired connection was handed out");
+    assert_eq!(pool.get_stats().expired, 1);
+}
+
 #[tokio::test]
 async fn disabled_pool_dials_every_time_and_keeps_nothing() {
     let up = upstream::holding();

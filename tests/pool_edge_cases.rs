@@ -202,6 +202,8 @@ async fn global_limit_evicts_the_least_recently_used_idle_connection() {
     assert_eq!(event.details["limit"], 2);
 }
 
+/// Newest first, by how long a connection has been quiet: a connection given back
+/// unused counts from its dial, so the oldest dial comes out last.
 #[tokio::test]
 async fn idle_connections_are_handed_out_newest_first() {
     let up = upstream::holding();
@@ -209,15 +211,23 @@ async fn idle_connections_are_handed_out_newest_first() {
         max_idle_per_dest: 8,
         ..PoolConfig::default()
     });
-    let (x, y) = (get(&pool, up.addr).await, get(&pool, up.addr).await);
+    let x = get(&pool, up.addr).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let y = get(&pool, up.addr).await; // a repeated miss: a spare z is dialled too
     eventually("refills landed", || pool.get_stats().dialing == 0).await;
     let (lx, ly) = (local(&x), local(&y));
-    pool.recycle(x);
-    tokio::time::sleep(Duration::from_millis(2)).await;
     pool.recycle(y);
-    let first = get(&pool, up.addr).await;
-    let second = get(&pool, up.addr).await;
-    assert_eq!((local(&first), local(&second)), (ly, lx));
+    pool.recycle(x); // returned last, but dialled first
+                     // `checkout_idle` starts no replacement, so only these three are in play.
+    let dest = up.addr.into();
+    let order: Vec<_> = (0..3)
+        .map(|_| local(&pool.checkout_idle(&dest).expect("an idle connection")))
+        .collect();
+    assert_eq!(
+        order[2], lx,
+        "the oldest dial must come out last: {order:?}"
+    );
+    assert!(order[..2].contains(&ly), "{order:?}");
 }
 
 #[tokio::test]

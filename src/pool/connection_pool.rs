@@ -106,7 +106,8 @@ enum Refill {
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(super) enum Arrival {
     Refill,
-    Returned,
+    /// Given back unused; quiet since this instant (see `Lease::quiet_since`).
+    Returned(Instant),
 }
 
 impl ConnectionPool {
@@ -212,7 +213,7 @@ impl ConnectionPool {
                 bump(&shared.discarded_stale);
                 continue;
             }
-            let lease = Lease::new(dest.clone(), shared);
+            let lease = Lease::new(dest.clone(), conn.since, shared);
             let conn = Some(UpstreamConn::leased(conn.stream, true, lease));
             return Taken {
                 conn,
@@ -236,7 +237,7 @@ impl ConnectionPool {
         }
         let stream = self.inner.dialer.dial(dest).await?;
         bump(&shared.new_connections);
-        let lease = Lease::new(dest.clone(), shared);
+        let lease = Lease::new(dest.clone(), Instant::now(), shared);
         Ok(UpstreamConn::leased(stream, false, lease))
     }
 
@@ -246,7 +247,8 @@ impl ConnectionPool {
     pub fn recycle(&self, conn: UpstreamConn) {
         let (stream, lease) = conn.into_parts();
         if let Some(lease) = lease {
-            self.inner.put(&lease.dest, stream, Arrival::Returned);
+            self.inner
+                .put(&lease.dest, stream, Arrival::Returned(lease.quiet_since));
         }
     }
 
@@ -368,7 +370,7 @@ impl Inner {
                     entry.refill_failing = false;
                     entry.tally.refreshed += 1;
                 }
-                Arrival::Returned => entry.tally.returned += 1,
+                Arrival::Returned(_) => entry.tally.returned += 1,
             }
             if self.is_closed() {
                 Some(stream)
@@ -376,10 +378,14 @@ impl Inner {
                 entry.tally.dropped_full += 1;
                 Some(stream)
             } else {
-                entry.idle.push(IdleConn {
-                    stream,
-                    since: Instant::now(),
-                });
+                let since = match arrival {
+                    Arrival::Refill => Instant::now(),
+                    Arrival::Returned(quiet_since) => quiet_since,
+                };
+                // `idle` stays ordered by age (the reaper expires a prefix, checkout
+                // takes the newest); a returned connection goes where its age puts it.
+                let at = entry.idle.partition_point(|c| c.since <= since);
+                entry.idle.insert(at, IdleConn { stream, since });
                 // Counted before the lock is released: a checkout that pops this
                 // connection at once decrements after this, never before (which
                 // would wrap the counter below zero).

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
+use tokio::time::Instant;
 
 use super::stats::DestShared;
 use crate::protocol::TargetAddr;
@@ -20,13 +21,21 @@ pub struct UpstreamConn {
 /// Counts a checked-out connection as in use until dropped.
 pub(super) struct Lease {
     pub dest: TargetAddr,
+    /// When the connection last carried anything: its dial, or its last return.
+    /// A connection given back unused keeps this age, so that checkouts which move
+    /// no byte cannot keep it past `idle_timeout` (the upstream saw no traffic).
+    pub quiet_since: Instant,
     shared: Arc<DestShared>,
 }
 
 impl Lease {
     /// The caller has already counted the checkout (a pop or a new connection).
-    pub(super) fn new(dest: TargetAddr, shared: Arc<DestShared>) -> Self {
-        Self { dest, shared }
+    pub(super) fn new(dest: TargetAddr, quiet_since: Instant, shared: Arc<DestShared>) -> Self {
+        Self {
+            dest,
+            quiet_since,
+            shared,
+        }
     }
 }
 
