@@ -305,6 +305,9 @@ async fn bind_relays_an_inbound_connection_both_ways() {
     let TargetAddr::Ip(listening) = first.bind else {
         panic!("IP")
     };
+    // Sent while the proxy still waits for the peer: it must reach the peer.
+    control.write_all(b"EARLY ").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let mut server = TcpStream::connect(listening).await.unwrap();
     let second = read_msg::<Reply>(&mut control).await;
     assert_eq!(
@@ -331,7 +334,7 @@ async fn bind_relays_an_inbound_connection_both_ways() {
         .await
         .unwrap()
         .unwrap();
-    assert_eq!(upload, b"STOR ok");
+    assert_eq!(upload, b"EARLY STOR ok");
 }
 
 #[tokio::test]

@@ -12,7 +12,6 @@ use super::conn::{relay_recorded, reply, ConnError, Tunnel};
 use super::handshake::Negotiated;
 use super::listener::{canonical, is_per_connection};
 use super::relay::RelayEnd;
-use super::udp::closed;
 use super::Context;
 use crate::protocol::socks5::ReplyCode;
 use crate::protocol::TargetAddr;
@@ -46,7 +45,7 @@ pub(super) async fn serve(
     let (inbound, from) = loop {
         let accepted = tokio::select! {
             r = tokio::time::timeout_at(deadline, listener.accept()) => r,
-            () = closed(&client) => return Ok(RelayEnd::Completed),
+            () = client_gone(&client) => return Ok(RelayEnd::Completed),
             () = cancel.cancelled() => return Ok(RelayEnd::Shutdown),
         };
         match accepted {
@@ -82,4 +81,16 @@ pub(super) async fn serve(
     };
     let end = relay_recorded(ctx, &req, peer, tunnel, cancel).await;
     Ok(end?)
+}
+
+/// Completes when the client closes (or resets) the connection while BIND waits for
+/// its peer. Bytes the client sends meanwhile are for that peer: they are peeked at,
+/// never read, and once some are waiting the wait ends only by the peer's arrival
+/// or the timeout (watching for a close further would mean consuming them).
+async fn client_gone(client: &TcpStream) {
+    let mut one = [0u8; 1];
+    match client.peek(&mut one).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
 }

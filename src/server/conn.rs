@@ -74,13 +74,15 @@ async fn run(
             super::bind::serve(client, peer, req, ctx, cancel).await
         }
         (command, _) => {
-            reply(&client, &req, ReplyCode::CommandNotSupported, None).await?;
             record_refusal(
                 ctx,
                 opening(&req, peer),
                 Status::Rejected,
                 "command not supported",
             );
+            // A client that already left cannot read the reply; what is recorded
+            // and counted is still the refusal, not the failed write.
+            let _ = reply(&client, &req, ReplyCode::CommandNotSupported, None).await;
             Err(ConnError::Unsupported(command))
         }
     }
@@ -94,16 +96,22 @@ async fn connect(
     cancel: &CancellationToken,
 ) -> Result<RelayEnd, ConnError> {
     let started = Instant::now();
-    let upstream = match ctx.connector.connect(&req.dest).await {
+    // A dial can take up to connect_timeout_ms: at shutdown it is abandoned rather
+    // than allowed to hold the process past the grace period.
+    let dialled = tokio::select! {
+        r = ctx.connector.connect(&req.dest) => r,
+        () = cancel.cancelled() => return Ok(RelayEnd::Shutdown),
+    };
+    let upstream = match dialled {
         Ok(s) => s,
         Err(source) => {
-            reply(&client, &req, source.reply(), None).await?;
             record_refusal(
                 ctx,
                 opening(&req, peer),
                 Status::Failed,
                 &source.to_string(),
             );
+            let _ = reply(&client, &req, source.reply(), None).await;
             return Err(ConnError::Connect {
                 dest: req.dest,
                 source,

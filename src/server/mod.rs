@@ -217,7 +217,17 @@ impl ServerHandle {
                 "grace period over, closing remaining connections"
             );
             self.signals.close_connections.cancel();
-            self.tracker.wait().await;
+            // Every stage ends on that signal; the bound only guards against a bug
+            // keeping the process alive forever.
+            if tokio::time::timeout(Duration::from_secs(5), self.tracker.wait())
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    open = self.tracker.len(),
+                    "connections still open 5 s after being told to close; exiting anyway"
+                );
+            }
         }
         self.ctx.connector.shutdown().await;
         if let Some(sessions) = self.ctx.sessions.clone() {
