@@ -85,6 +85,7 @@ async fn disabled_pool_dials_every_time_and_keeps_nothing() {
     let up = upstream::holding();
     let connector = Connector::new(
         &PoolSection::default(),
+        None,
         &Telemetry::start(&rustsocks::config::TelemetryConfig::default()),
     );
     assert!(connector.pool().is_none());

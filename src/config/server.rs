@@ -30,6 +30,11 @@ pub struct ServerConfig {
     pub bind_timeout_secs: u64,
     /// A UDP association with no datagram either way for this long is ended.
     pub udp_idle_timeout_secs: u64,
+    /// TCP keepalive on client and upstream sockets: the first probe after this many
+    /// idle seconds, then every 30 s (or this, if shorter), 4 probes; 0 = off. Without
+    /// it a peer that vanishes (a NAT timeout, a laptop closed) leaves its tunnel open
+    /// for ever when `relay_idle_timeout_secs` is 0.
+    pub tcp_keepalive_secs: u64,
     /// Threads running connections; 0 = one per CPU. On a machine shared with
     /// other busy processes, fewer threads mean fewer cross-thread wake-ups.
     pub worker_threads: usize,
@@ -49,6 +54,7 @@ impl Default for ServerConfig {
             external_address: None,
             bind_timeout_secs: 60,
             udp_idle_timeout_secs: 120,
+            tcp_keepalive_secs: 300,
             worker_threads: 0,
             pool: PoolSection::default(),
         }
@@ -56,6 +62,10 @@ impl Default for ServerConfig {
 }
 
 impl ServerConfig {
+    pub fn tcp_keepalive(&self) -> Option<Duration> {
+        (self.tcp_keepalive_secs > 0).then(|| Duration::from_secs(self.tcp_keepalive_secs))
+    }
+
     pub fn bind(&self) -> SocketAddr {
         SocketAddr::new(self.bind_address, self.bind_port)
     }

@@ -99,7 +99,7 @@ fn limit_problems(config: &Config, out: &mut Vec<Problem>) {
         &config.sessions,
         &config.telemetry,
     );
-    let limits: [(&str, u64, u64); 18] = [
+    let limits: [(&str, u64, u64); 19] = [
         (
             "server.max_connections",
             s.max_connections as u64,
@@ -127,6 +127,8 @@ fn limit_problems(config: &Config, out: &mut Vec<Problem>) {
             s.udp_idle_timeout_secs,
             MAX_SECS,
         ),
+        // Linux's limit for TCP_KEEPIDLE.
+        ("server.tcp_keepalive_secs", s.tcp_keepalive_secs, 32_767),
         (
             "server.pool.max_idle_per_dest",
             p.max_idle_per_dest as u64,

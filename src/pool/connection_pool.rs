@@ -33,6 +33,8 @@ pub struct PoolConfig {
     pub max_total_idle: usize,
     pub idle_timeout: Duration,
     pub connect_timeout: Duration,
+    /// TCP keepalive of the connections the pool dials (`server.tcp_keepalive_secs`).
+    pub tcp_keepalive: Option<Duration>,
 }
 
 impl Default for PoolConfig {
@@ -48,6 +50,7 @@ impl From<&PoolSection> for PoolConfig {
             max_total_idle: s.max_total_idle,
             idle_timeout: s.idle_timeout(),
             connect_timeout: s.connect_timeout(),
+            tcp_keepalive: crate::config::ServerConfig::default().tcp_keepalive(),
         }
     }
 }
@@ -119,7 +122,7 @@ impl ConnectionPool {
 
     pub fn with_telemetry(config: PoolConfig, telemetry: Option<Telemetry>) -> Self {
         let inner = Arc::new(Inner {
-            dialer: Dialer::new(config.connect_timeout),
+            dialer: Dialer::new(config.connect_timeout).with_keepalive(config.tcp_keepalive),
             config,
             shards: Shards::new(),
             totals: Totals::default(),

@@ -16,9 +16,12 @@ mod store;
 mod tests;
 
 pub use connection_pool::{ConnectionPool, PoolConfig};
+pub(crate) use dial::set_keepalive;
 pub use dial::{ConnectError, Dialer};
 pub use lease::UpstreamConn;
 pub use stats::{DestinationStats, PoolStats};
+
+use std::time::Duration;
 
 use crate::config::PoolSection;
 use crate::protocol::TargetAddr;
@@ -32,12 +35,21 @@ pub struct Connector {
 
 impl Connector {
     /// Must be called inside a Tokio runtime when the pool is enabled.
-    pub fn new(config: &PoolSection, telemetry: &Telemetry) -> Self {
+    /// `tcp_keepalive` applies to every upstream connection (`server.tcp_keepalive_secs`).
+    pub fn new(
+        config: &PoolSection,
+        tcp_keepalive: Option<Duration>,
+        telemetry: &Telemetry,
+    ) -> Self {
         let pool = config.enabled.then(|| {
-            ConnectionPool::with_telemetry(PoolConfig::from(config), Some(telemetry.clone()))
+            let pool_config = PoolConfig {
+                tcp_keepalive,
+                ..PoolConfig::from(config)
+            };
+            ConnectionPool::with_telemetry(pool_config, Some(telemetry.clone()))
         });
         Self {
-            dialer: Dialer::new(config.connect_timeout()),
+            dialer: Dialer::new(config.connect_timeout()).with_keepalive(tcp_keepalive),
             pool,
         }
     }

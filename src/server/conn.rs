@@ -58,6 +58,8 @@ async fn run(
     ctx: &Context,
     cancel: &CancellationToken,
 ) -> Result<RelayEnd, ConnError> {
+    // Inherited from the listener on Linux (see `listener::configure`).
+    #[cfg(not(target_os = "linux"))]
     let _ = client.set_nodelay(true);
     let req = tokio::select! {
         r = tokio::time::timeout(ctx.handshake_timeout, handshake::negotiate(&mut client, &ctx.auth)) => {

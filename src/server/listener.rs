@@ -15,6 +15,22 @@ use tokio_util::task::TaskTracker;
 use super::{conn, Context};
 use crate::telemetry::Signal;
 
+/// Options every client connection needs, set once on the listening socket: Linux
+/// copies TCP_NODELAY and the keepalive settings to each accepted socket, which
+/// saves those system calls per connection. Failing leaves working, slower or
+/// less watched, connections, so it is logged, not fatal.
+pub(super) fn configure(listener: &TcpListener, keepalive: Option<Duration>) {
+    let sock = socket2::SockRef::from(listener);
+    if let Err(e) = sock.set_nodelay(true) {
+        tracing::warn!(error = %e, "could not set TCP_NODELAY on the listener");
+    }
+    if let Some(idle) = keepalive {
+        if let Err(e) = crate::pool::set_keepalive(sock, idle) {
+            tracing::warn!(error = %e, "could not set TCP keepalive on the listener");
+        }
+    }
+}
+
 /// An IPv4 address as IPv4 even when a dual-stack (`::`) socket reports it in its
 /// IPv4-mapped IPv6 form (`::ffff:a.b.c.d`): compared with a client's IPv4 addresses
 /// and sent to IPv4-only clients, the mapped form would match nothing and be unusable.
@@ -119,4 +135,23 @@ pub(super) fn is_per_connection(e: &io::Error) -> bool {
             | io::ErrorKind::ConnectionReset
             | io::ErrorKind::Interrupted
     )
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_inherit_nodelay_and_keepalive_from_the_listener() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        configure(&listener, Some(Duration::from_secs(77)));
+        let _client = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (accepted, _) = listener.accept().await.unwrap();
+        let sock = socket2::SockRef::from(&accepted);
+        assert!(accepted.nodelay().unwrap(), "TCP_NODELAY not inherited");
+        assert!(sock.keepalive().unwrap(), "SO_KEEPALIVE not inherited");
+        assert_eq!(sock.keepalive_time().unwrap(), Duration::from_secs(77));
+    }
 }

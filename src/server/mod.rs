@@ -72,7 +72,11 @@ impl Server {
         for message in config.warnings() {
             telemetry.emit(Signal::ConfigWarning { message });
         }
-        let connector = Connector::new(&config.server.pool, &telemetry);
+        let connector = Connector::new(
+            &config.server.pool,
+            config.server.tcp_keepalive(),
+            &telemetry,
+        );
         let metrics = Arc::new(Metrics::new(connector.pool().cloned()));
         let sessions = match config.sessions.enabled {
             true => Some(Arc::new(Sessions::start(
@@ -95,6 +99,7 @@ impl Server {
             sessions: sessions.clone(),
         });
         let tcp = bind(config.server.bind()).await?;
+        listener::configure(&tcp, config.server.tcp_keepalive());
         let api_tcp = match config.api.enabled {
             true => Some(bind(config.api.bind()).await?),
             false => None,
