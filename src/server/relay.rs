@@ -11,7 +11,7 @@
 use std::io;
 use std::mem::MaybeUninit;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::Interest;
@@ -22,11 +22,16 @@ use tokio_util::sync::CancellationToken;
 /// on bulk transfers; the buffer lives on the stack only during a read.
 const CHUNK: usize = 128 * 1024;
 
-/// Live byte counts of one tunnel.
+/// Live byte counts of one tunnel: bytes delivered (written to the receiving side),
+/// so that a session record never counts bytes that were read and then lost with a
+/// failed write, and a slow receiver draining a backlog still counts as activity.
 #[derive(Debug, Default)]
 pub struct Counters {
     pub client_to_upstream: AtomicU64,
     pub upstream_to_client: AtomicU64,
+    /// A byte was read from either side (even if not yet delivered): the upstream
+    /// is no longer clean and must not go back to the pool.
+    pub touched: AtomicBool,
     /// UDP ASSOCIATE only: datagrams relayed each way.
     pub datagrams_client_to_upstream: AtomicU64,
     pub datagrams_upstream_to_client: AtomicU64,
@@ -111,18 +116,17 @@ pub async fn run(
 ) -> Result<RelayEnd, RelayError> {
     let c2u = Direction::ClientToUpstream;
     if !early_data.is_empty() {
-        write_all(upstream, early_data)
+        counters.touched.store(true, Ordering::Relaxed);
+        write_counted(upstream, early_data, &counters.client_to_upstream)
             .await
             .map_err(|e| c2u.write_error(e))?;
-        counters
-            .client_to_upstream
-            .fetch_add(early_data.len() as u64, Ordering::Relaxed);
     }
     let unused_check = opts.keep_unused_upstream.then_some(counters);
     let up = pump(
         client,
         upstream,
         &counters.client_to_upstream,
+        &counters.touched,
         c2u,
         unused_check,
     );
@@ -130,6 +134,7 @@ pub async fn run(
         upstream,
         client,
         &counters.upstream_to_client,
+        &counters.touched,
         Direction::UpstreamToClient,
         None,
     );
@@ -171,6 +176,7 @@ async fn pump(
     src: &TcpStream,
     dst: &TcpStream,
     count: &AtomicU64,
+    touched: &AtomicBool,
     dir: Direction,
     unused_check: Option<&Counters>,
 ) -> Result<PumpEnd, RelayError> {
@@ -182,22 +188,25 @@ async fn pump(
             let mut buf = [MaybeUninit::<u8>::uninit(); CHUNK];
             match read_uninit(src, &mut buf) {
                 Ok([]) => {
-                    if unused_check.is_some_and(|c| c.total() == 0) {
+                    if unused_check.is_some_and(|c| !c.touched.load(Ordering::Relaxed)) {
                         return Ok(PumpEnd::Unused);
                     }
                     shutdown_write(dst);
                     return Ok(PumpEnd::Eof);
                 }
                 Ok(data) => {
-                    count.fetch_add(data.len() as u64, Ordering::Relaxed);
-                    write_now(dst, data).map_err(|e| dir.write_error(e))?
+                    touched.store(true, Ordering::Relaxed);
+                    let rest = write_now(dst, data).map_err(|e| dir.write_error(e))?;
+                    let unwritten = rest.as_ref().map_or(0, Vec::len);
+                    count.fetch_add((data.len() - unwritten) as u64, Ordering::Relaxed);
+                    rest
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
                 Err(e) => return Err(dir.read_error(e)),
             }
         };
         if let Some(rest) = backlog {
-            write_all(dst, &rest)
+            write_counted(dst, &rest, count)
                 .await
                 .map_err(|e| dir.write_error(e))?;
         }
@@ -226,12 +235,21 @@ fn write_now(dst: &TcpStream, mut data: &[u8]) -> io::Result<Option<Vec<u8>>> {
     Ok(None)
 }
 
-pub(super) async fn write_all(dst: &TcpStream, mut data: &[u8]) -> io::Result<()> {
+pub(super) async fn write_all(dst: &TcpStream, data: &[u8]) -> io::Result<()> {
+    write_counted(dst, data, &AtomicU64::new(0)).await
+}
+
+/// Writes all of `data`, adding each write's bytes to `count` as it goes: a slow
+/// receiver draining a backlog shows as progress to the idle timeout.
+async fn write_counted(dst: &TcpStream, mut data: &[u8], count: &AtomicU64) -> io::Result<()> {
     while !data.is_empty() {
         dst.writable().await?;
         match dst.try_write(data) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => data = &data[n..],
+            Ok(n) => {
+                count.fetch_add(n as u64, Ordering::Relaxed);
+                data = &data[n..];
+            }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return Err(e),
         }
