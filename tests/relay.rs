@@ -129,3 +129,28 @@ async fn out_of_descriptors_backs_off_and_recovers() {
     assert_echo(&mut s, b"recovered").await;
     assert!(proxy.wait_for_log("accepting again"));
 }
+
+/// An upstream that resets the connection mid-stream: the client must see the
+/// reset too, not a clean end that would make a cut-off answer look complete.
+#[tokio::test]
+async fn an_upstream_reset_reaches_the_client_as_a_reset() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let target = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        s.write_all(b"partial answer").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        socket2::SockRef::from(&s)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(s); // RST
+    });
+    let proxy = Proxy::start(&config("", ""));
+    let mut s = socks::tunnel(proxy.addr, target).await;
+    let mut got = Vec::new();
+    let end = tokio::time::timeout(LIMIT, s.read_to_end(&mut got))
+        .await
+        .expect("the tunnel did not end");
+    let err = end.expect_err("the reset arrived as a clean end of stream");
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err}");
+}

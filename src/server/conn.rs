@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -181,6 +181,13 @@ pub(super) async fn relay_recorded(
     };
     ctx.metrics.sessions_active.inc();
     let end = relay::run(t.client, t.other, &req.early_data, counters, opts).await;
+    if end.is_err() {
+        // One side reset or failed: pass the abort on instead of a clean FIN, so
+        // the other side cannot take a cut-off stream for a complete one.
+        for socket in [t.client, t.other] {
+            let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+        }
+    }
     ctx.metrics.sessions_active.dec();
     finish(ctx, session.as_ref(), counters, &end);
     end
