@@ -8,7 +8,7 @@
 //! error is raised once per failure streak, and every interval the writer tries
 //! again. The proxy keeps serving throughout.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
@@ -47,6 +47,8 @@ pub(super) struct Writer {
 impl Writer {
     pub fn run(self, rx: Receiver<Msg>) {
         let mut pending: Vec<StoreOp> = Vec::new();
+        // Sessions whose insert was dropped: their close is dropped too.
+        let mut dropped: HashSet<Uuid> = HashSet::new();
         let mut failing = false;
         let mut last_cleanup: Option<Instant> = None;
         let mut stopping = false;
@@ -54,7 +56,7 @@ impl Writer {
             // Wait for the first operation; wake each interval anyway to retry a
             // failed batch and to run the cleanup.
             match rx.recv_timeout(self.interval) {
-                Ok(Msg::Op(op)) => self.queue(&mut pending, *op),
+                Ok(Msg::Op(op)) => self.queue(&mut pending, &mut dropped, *op),
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => stopping = true,
                 Err(RecvTimeoutError::Timeout) => {}
             }
@@ -65,14 +67,14 @@ impl Writer {
             while !stopping && (failing || pending.len() < self.batch_size) {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match rx.recv_timeout(left) {
-                    Ok(Msg::Op(op)) => self.queue(&mut pending, *op),
+                    Ok(Msg::Op(op)) => self.queue(&mut pending, &mut dropped, *op),
                     Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => stopping = true,
                     Err(RecvTimeoutError::Timeout) => break,
                 }
             }
             if stopping {
                 while let Ok(Msg::Op(op)) = rx.try_recv() {
-                    self.queue(&mut pending, *op);
+                    self.queue(&mut pending, &mut dropped, *op);
                 }
                 self.flush_at_stop(&mut pending, &mut failing);
                 return;
@@ -103,11 +105,23 @@ impl Writer {
         );
     }
 
-    fn queue(&self, pending: &mut Vec<StoreOp>, op: StoreOp) {
-        if pending.len() >= self.max_queued {
-            self.dropped.inc();
-        } else {
+    /// Queues `op` within `max_queued`. When full, a new session's insert is
+    /// dropped (and its close later with it), but the close of a session whose insert
+    /// was kept is always queued: dropping it would leave that row `active` for ever.
+    /// The extra closes are bounded by the sessions open at once.
+    fn queue(&self, pending: &mut Vec<StoreOp>, dropped: &mut HashSet<Uuid>, op: StoreOp) {
+        let keep = match &op {
+            StoreOp::Insert(r) if pending.len() >= self.max_queued => {
+                dropped.insert(r.id);
+                false
+            }
+            StoreOp::Finish(f) => !dropped.remove(&f.id),
+            StoreOp::Insert(_) => true,
+        };
+        if keep {
             pending.push(op);
+        } else {
+            self.dropped.inc();
         }
     }
 
@@ -221,6 +235,44 @@ mod tests {
         fn stats(&self, _: SystemTime, _: usize) -> Result<SessionStats, StoreError> {
             Err(StoreError::Interrupted)
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_drops_new_sessions_whole_never_the_close_of_a_kept_one() {
+        let writer = Writer {
+            store: Arc::new(Failing::default()),
+            batch_size: 10,
+            interval: Duration::from_millis(20),
+            retention: Duration::from_secs(3600),
+            max_queued: 2,
+            telemetry: Telemetry::start(&TelemetryConfig::default()),
+            dropped: Counter::default(),
+            errors: Counter::default(),
+        };
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        let (mut pending, mut dropped) = (Vec::new(), HashSet::new());
+        for op in [
+            StoreOp::Insert(record(a)),
+            StoreOp::Insert(record(b)),
+            StoreOp::Insert(record(c)), // full: dropped
+            StoreOp::Finish(finish(a)), // kept although full
+            StoreOp::Finish(finish(c)), // its insert was dropped: dropped too
+        ] {
+            writer.queue(&mut pending, &mut dropped, op);
+        }
+        let kept: Vec<(bool, Uuid)> = pending
+            .iter()
+            .map(|op| match op {
+                StoreOp::Insert(r) => (true, r.id),
+                StoreOp::Finish(f) => (false, f.id),
+            })
+            .collect();
+        assert_eq!(kept, [(true, a), (true, b), (false, a)]);
+        assert_eq!(writer.dropped.get(), 2);
+        assert!(
+            dropped.is_empty(),
+            "the dropped session is forgotten once closed"
+        );
     }
 
     #[tokio::test]
