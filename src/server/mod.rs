@@ -158,10 +158,24 @@ impl Server {
     }
 }
 
+/// Clients a listener lets the kernel queue before it accepts them (capped by
+/// `net.core.somaxconn`). `TcpListener::bind` uses 128: at 200 clients connecting at
+/// once the queue overflowed and the kernel dropped SYNs, each a 1 s retransmit for
+/// that client (`nstat`: TcpExtListenOverflows). Also where clients wait while
+/// `max_connections` is reached.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| StartError::Bind { addr, source })
+    let listen = || {
+        let socket = match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        socket.listen(LISTEN_BACKLOG)
+    };
+    listen().map_err(|source| StartError::Bind { addr, source })
 }
 
 /// A running server. Dropping it does not stop the server; call `shutdown`.
@@ -244,5 +258,38 @@ impl ServerHandle {
             let _ = task.await;
         }
         ShutdownReport { forced }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 300 clients connecting at once to a listener that has not accepted any yet
+    /// all complete their handshake: the queue holds them. With a backlog of 128 the
+    /// kernel dropped the SYNs past it, and those clients waited a 1 s retransmit.
+    #[tokio::test]
+    async fn a_burst_of_connects_fits_in_the_accept_queue() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connects: Vec<_> = (0..300)
+            .map(|_| {
+                tokio::spawn(async move {
+                    // Well under the 1 s SYN retransmit: a dropped SYN fails this.
+                    tokio::time::timeout(
+                        Duration::from_millis(700),
+                        tokio::net::TcpStream::connect(addr),
+                    )
+                    .await
+                })
+            })
+            .collect();
+        let mut held = Vec::new();
+        for c in connects {
+            let stream = c.await.unwrap().expect("a SYN was dropped").unwrap();
+            held.push(stream);
+        }
+        assert_eq!(held.len(), 300);
+        drop(listener);
     }
 }
