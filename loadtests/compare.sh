@@ -141,8 +141,12 @@ for round in $(seq 1 "$rounds"); do
                 # Dante forks per client; its parent's memory is not the whole story.
                 [ "$label" = dante ] && continue
                 fresh_port=$((fresh_port + 1))
-                pid=$(start_fresh "$label" "$fresh_port"); pids+=("$pid")
-                wait_port "$fresh_port"
+                if ! pid=$(start_fresh "$label" "$fresh_port") || ! wait_port "$fresh_port"; then
+                    echo "  FAILED ($label $scenario): no fresh process on port $fresh_port" >&2
+                    failures=$((failures + 1))
+                    continue
+                fi
+                pids+=("$pid")
                 args=(--label "$label" --proxy "127.0.0.1:$fresh_port")
                 scenario_args=($scenario --pid "$pid")
             else

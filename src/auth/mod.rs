@@ -71,7 +71,13 @@ impl Authenticator {
         // hashed now with the same parameters, and so is the decoy. Otherwise a
         // plain-text user would answer in microseconds and an unknown name in tens of
         // milliseconds, and timing would tell which names exist.
-        let params = users.values().find_map(Credential::params);
+        // The costliest parameters among the hashes: an unknown name then costs at
+        // least as much as any known one (give all hashes the same parameters, as
+        // `rustsocks hash-password` does, and they cost exactly the same).
+        let params = users
+            .values()
+            .filter_map(Credential::params)
+            .max_by_key(|p| u64::from(p.m_cost()) * u64::from(p.t_cost()) * u64::from(p.p_cost()));
         if let Some(params) = &params {
             users = users
                 .into_iter()

@@ -102,8 +102,15 @@ impl Dialer {
 /// Keepalive probes after `idle` without traffic, then every 30 s (or `idle`, if
 /// shorter), 4 of them: a vanished peer is noticed within about `idle` + 2 minutes.
 pub(crate) fn set_keepalive(socket: socket2::SockRef<'_>, idle: Duration) -> io::Result<()> {
-    let probes = socket2::TcpKeepalive::new()
-        .with_time(idle)
+    let probes = socket2::TcpKeepalive::new().with_time(idle);
+    // The interval and count are not settable everywhere; elsewhere the system's.
+    #[cfg(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "freebsd",
+        target_os = "macos"
+    ))]
+    let probes = probes
         .with_interval(idle.min(Duration::from_secs(30)))
         .with_retries(4);
     socket.set_tcp_keepalive(&probes)

@@ -38,7 +38,7 @@ pub(super) async fn serve(
     reply(&client, &req, ReplyCode::Succeeded, Some(listening)).await?;
     // RFC 1928: DST.ADDR names the host expected to connect; all zeros, anyone.
     let expected: Option<IpAddr> = match &req.dest {
-        TargetAddr::Ip(a) if !a.ip().is_unspecified() => Some(a.ip()),
+        TargetAddr::Ip(a) if !a.ip().is_unspecified() => Some(a.ip().to_canonical()),
         _ => None,
     };
     let deadline = tokio::time::Instant::now() + ctx.bind_timeout;

@@ -183,14 +183,47 @@ pub(super) async fn relay_recorded(
     let end = relay::run(t.client, t.other, &req.early_data, counters, opts).await;
     if end.is_err() {
         // One side reset or failed: pass the abort on instead of a clean FIN, so
-        // the other side cannot take a cut-off stream for a complete one.
+        // the other side cannot take a cut-off stream for a complete one. First let
+        // what was already relayed leave (bounded): a reset discards the send queue.
         for socket in [t.client, t.other] {
+            drain_send_queue(socket, ABORT_DRAIN).await;
             let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
         }
     }
     ctx.metrics.sessions_active.dec();
     finish(ctx, session.as_ref(), counters, &end);
     end
+}
+
+/// How long an aborting tunnel waits for bytes it already relayed to be sent and
+/// acknowledged before it resets the connection.
+const ABORT_DRAIN: Duration = Duration::from_secs(2);
+
+/// Waits until the socket's send queue (sent but unacknowledged, and unsent bytes)
+/// is empty, or `limit` has passed. A queue that cannot be read counts as empty.
+async fn drain_send_queue(socket: &TcpStream, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    while send_queue_len(socket) > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[cfg(target_os = "linux")]
+fn send_queue_len(socket: &TcpStream) -> usize {
+    use std::os::fd::AsRawFd;
+    let mut queued: libc::c_int = 0;
+    // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int through the valid pointer.
+    let rc = unsafe { libc::ioctl(socket.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+    if rc == 0 {
+        usize::try_from(queued).unwrap_or(0)
+    } else {
+        0
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn send_queue_len(_: &TcpStream) -> usize {
+    0
 }
 
 /// Registers a session that is about to relay, when sessions are tracked.

@@ -270,6 +270,14 @@ mod tests {
     /// kernel dropped the SYNs past it, and those clients waited a 1 s retransmit.
     #[tokio::test]
     async fn a_burst_of_connects_fits_in_the_accept_queue() {
+        // The kernel caps the backlog at somaxconn (128 before Linux 5.4).
+        let somaxconn = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+            .ok()
+            .and_then(|v| v.trim().parse::<u32>().ok());
+        if somaxconn.is_some_and(|n| n < 300) {
+            eprintln!("skipped: net.core.somaxconn is {somaxconn:?}, below the burst");
+            return;
+        }
         let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let connects: Vec<_> = (0..300)

@@ -66,6 +66,11 @@ impl Writer {
             let deadline = Instant::now() + self.interval;
             while !stopping && (failing || pending.len() < self.batch_size) {
                 let left = deadline.saturating_duration_since(Instant::now());
+                // A receive with no time left still returns a queued message, so a
+                // steady stream would never reach the flush: stop at the deadline.
+                if left.is_zero() {
+                    break;
+                }
                 match rx.recv_timeout(left) {
                     Ok(Msg::Op(op)) => self.queue(&mut pending, &mut dropped, *op),
                     Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => stopping = true,
@@ -80,6 +85,11 @@ impl Writer {
                 return;
             }
             self.flush(&mut pending, &mut failing);
+            // Written through: no session is waiting on a dropped insert any more
+            // (a close for one is an update of no row), so the set starts over.
+            if pending.is_empty() || dropped.len() > self.max_queued {
+                dropped.clear();
+            }
             if last_cleanup.is_none_or(|t| t.elapsed() >= CLEANUP_EVERY) {
                 self.cleanup();
                 last_cleanup = Some(Instant::now());
@@ -318,8 +328,10 @@ mod tests {
             .recv_timeout(Duration::from_secs(30))
             .expect("the writer did not stop");
         let at_stop = store.tries.load(Ordering::SeqCst) - before_stop;
+        // The stop itself tries STOP_ATTEMPTS times; a loaded machine may let one
+        // or two interval retries slip in between the reading above and the Stop.
         assert!(
-            (1..=u64::from(STOP_ATTEMPTS) + 1).contains(&at_stop),
+            (1..=u64::from(STOP_ATTEMPTS) + 3).contains(&at_stop),
             "{at_stop} tries at stop"
         );
     }

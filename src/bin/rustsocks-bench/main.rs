@@ -5,6 +5,8 @@ mod client;
 mod report;
 mod scenario;
 mod target;
+// TUN devices and ppoll(2): the latency emulator is Linux only.
+#[cfg(target_os = "linux")]
 mod wire;
 
 use std::net::SocketAddr;
@@ -124,7 +126,13 @@ enum Scenario {
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Scenario::Wire { a, b, rtt_ms, loss } = &cli.scenario {
+        #[cfg(target_os = "linux")]
         return wire::run(a, b, Duration::from_secs_f64(rtt_ms / 1000.0), *loss);
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = (a, b, rtt_ms, loss);
+            bail!("the latency emulator needs Linux (TUN devices)");
+        }
     }
     raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
