@@ -166,16 +166,19 @@ impl Server {
 const LISTEN_BACKLOG: u32 = 4096;
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    let listen = || {
-        let socket = match addr {
-            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-        };
-        socket.set_reuseaddr(true)?;
-        socket.bind(addr)?;
-        socket.listen(LISTEN_BACKLOG)
+    listen(addr).map_err(|source| StartError::Bind { addr, source })
+}
+
+/// A listening socket on `addr` with an accept queue of `LISTEN_BACKLOG` (the load
+/// generator's targets use it too, for the same reason).
+pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
     };
-    listen().map_err(|source| StartError::Bind { addr, source })
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// A running server. Dropping it does not stop the server; call `shutdown`.

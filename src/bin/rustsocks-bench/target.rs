@@ -38,16 +38,7 @@ pub async fn start(base: SocketAddr) -> anyhow::Result<Targets> {
         async move {
             // A deep accept queue: 128 (`TcpListener::bind`'s) overflowed at 200
             // concurrent clients, and each dropped SYN cost that session 1 s.
-            let listen = || {
-                let socket = match addr {
-                    SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
-                    SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
-                };
-                socket.set_reuseaddr(true)?;
-                socket.bind(addr)?;
-                socket.listen(4096)
-            };
-            listen().with_context(|| format!("binding {addr}"))
+            rustsocks::server::listen(addr).with_context(|| format!("binding {addr}"))
         }
     };
     let (echo, sink, source) = (bind(0).await?, bind(1).await?, bind(2).await?);
