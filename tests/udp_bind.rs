@@ -42,6 +42,17 @@ async fn associate(proxy: SocketAddr) -> (TcpStream, SocketAddr) {
     (control, relay)
 }
 
+/// Sends BIND naming `peer` (all zeros: anyone); returns the control connection and
+/// the address the proxy listens on, from a first reply that must be a success.
+async fn bind_request(proxy: SocketAddr, peer: SocketAddr) -> (TcpStream, SocketAddr) {
+    let (control, first) = socks::socks5(proxy, Command::Bind, peer.into()).await;
+    assert_eq!(first.code, ReplyCode::Succeeded);
+    let TargetAddr::Ip(listening) = first.bind else {
+        panic!("BIND reported {:?}, not an IP address", first.bind)
+    };
+    (control, listening)
+}
+
 fn datagram(dest: TargetAddr, payload: &[u8]) -> Vec<u8> {
     let mut d = Vec::new();
     UdpHeader { frag: 0, dest }.encode(&mut d);
@@ -295,16 +306,8 @@ async fn closing_the_control_connection_ends_the_association_and_frees_its_socke
 #[tokio::test]
 async fn bind_relays_an_inbound_connection_both_ways() {
     let proxy = Proxy::start(&config("", ""));
-    let (mut control, first) = socks::socks5(
-        proxy.addr,
-        Command::Bind,
-        SocketAddr::from(([127, 0, 0, 1], 0)).into(),
-    )
-    .await;
-    assert_eq!(first.code, ReplyCode::Succeeded);
-    let TargetAddr::Ip(listening) = first.bind else {
-        panic!("IP")
-    };
+    let (mut control, listening) =
+        bind_request(proxy.addr, SocketAddr::from(([127, 0, 0, 1], 0))).await;
     // Sent while the proxy still waits for the peer: it must reach the peer.
     control.write_all(b"EARLY ").await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -341,15 +344,7 @@ async fn bind_relays_an_inbound_connection_both_ways() {
 async fn bind_refuses_a_peer_other_than_the_one_named() {
     let proxy = Proxy::start(&config("", ""));
     let expected = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 2));
-    let (mut control, first) = socks::socks5(
-        proxy.addr,
-        Command::Bind,
-        SocketAddr::new(expected, 0).into(),
-    )
-    .await;
-    let TargetAddr::Ip(listening) = first.bind else {
-        panic!("IP")
-    };
+    let (mut control, listening) = bind_request(proxy.addr, SocketAddr::new(expected, 0)).await;
     let mut wrong = TcpStream::connect(listening).await.unwrap();
     assert_eq!(
         read_until_closed(&mut wrong).await,
@@ -368,13 +363,7 @@ async fn bind_refuses_a_peer_other_than_the_one_named() {
 #[tokio::test]
 async fn bind_without_a_peer_times_out_with_a_failure_reply() {
     let proxy = Proxy::start(&config("bind_timeout_secs = 1", ""));
-    let (mut control, first) = socks::socks5(
-        proxy.addr,
-        Command::Bind,
-        SocketAddr::from(([0, 0, 0, 0], 0)).into(),
-    )
-    .await;
-    assert_eq!(first.code, ReplyCode::Succeeded);
+    let (mut control, _) = bind_request(proxy.addr, SocketAddr::from(([0, 0, 0, 0], 0))).await;
     let second = read_msg::<Reply>(&mut control).await;
     assert_eq!(second.code, ReplyCode::GeneralFailure);
     assert_eq!(read_until_closed(&mut control).await, b"");
@@ -431,16 +420,7 @@ async fn a_dual_stack_listener_serves_ipv4_clients_in_ipv4() {
     ));
     let v4 = SocketAddr::from(([127, 0, 0, 1], proxy.addr.port()));
 
-    let (mut control, first) = socks::socks5(
-        v4,
-        Command::Bind,
-        SocketAddr::from(([127, 0, 0, 1], 0)).into(),
-    )
-    .await;
-    assert_eq!(first.code, ReplyCode::Succeeded);
-    let TargetAddr::Ip(listening) = first.bind else {
-        panic!("IP")
-    };
+    let (mut control, listening) = bind_request(v4, SocketAddr::from(([127, 0, 0, 1], 0))).await;
     assert!(listening.is_ipv4(), "BIND address {listening}");
     let server = TcpStream::connect(listening).await.unwrap();
     let second = read_msg::<Reply>(&mut control).await;
