@@ -9,6 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::AtomicU64;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
@@ -197,17 +198,13 @@ impl Association<'_> {
         }
         self.client_addr = Some(src);
         self.peers.insert(dest);
-        self.counters
-            .client_to_upstream
-            .fetch_add(payload.len() as u64, Relaxed);
-        self.counters
-            .datagrams_client_to_upstream
-            .fetch_add(1, Relaxed);
-        self.metrics
-            .udp_datagrams
-            .get_or_create(&[("direction", "client_to_upstream")])
-            .inc();
-        true
+        let c = self.counters;
+        self.relayed(
+            &c.client_to_upstream,
+            &c.datagrams_client_to_upstream,
+            "client_to_upstream",
+            payload.len(),
+        )
     }
 
     /// A datagram from upstream: wrapped and passed to the client.
@@ -228,15 +225,28 @@ impl Association<'_> {
         if self.relay.send_to(&datagram, client).await.is_err() {
             return self.drop_counted("send_failed");
         }
-        self.counters
-            .upstream_to_client
-            .fetch_add(payload.len() as u64, Relaxed);
-        self.counters
-            .datagrams_upstream_to_client
-            .fetch_add(1, Relaxed);
+        let c = self.counters;
+        self.relayed(
+            &c.upstream_to_client,
+            &c.datagrams_upstream_to_client,
+            "upstream_to_client",
+            payload.len(),
+        )
+    }
+
+    /// Counts one relayed datagram of `len` payload bytes; returns true (relayed).
+    fn relayed(
+        &self,
+        bytes: &AtomicU64,
+        datagrams: &AtomicU64,
+        direction: &'static str,
+        len: usize,
+    ) -> bool {
+        bytes.fetch_add(len as u64, Relaxed);
+        datagrams.fetch_add(1, Relaxed);
         self.metrics
             .udp_datagrams
-            .get_or_create(&[("direction", "upstream_to_client")])
+            .get_or_create(&[("direction", direction)])
             .inc();
         true
     }
