@@ -8,7 +8,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::conn::{relay_recorded, reply, ConnError, Tunnel};
+use super::conn::{opened, relay_recorded, reply, ConnError, Tunnel};
 use super::handshake::Negotiated;
 use super::listener::{canonical, is_per_connection};
 use super::relay::RelayEnd;
@@ -27,13 +27,7 @@ pub(super) async fn serve(
         Some(ip) => ip,
         None => canonical(client.local_addr().map_err(ConnError::Reply)?).ip(),
     };
-    let listener = match TcpListener::bind((ip, 0)).await {
-        Ok(l) => l,
-        Err(e) => {
-            reply(&client, &req, ReplyCode::GeneralFailure, None).await?;
-            return Err(ConnError::Reply(e));
-        }
-    };
+    let listener = opened(&client, &req, TcpListener::bind((ip, 0)).await).await?;
     let listening = listener.local_addr().map_err(ConnError::Reply)?;
     reply(&client, &req, ReplyCode::Succeeded, Some(listening)).await?;
     // RFC 1928: DST.ADDR names the host expected to connect; all zeros, anyone.

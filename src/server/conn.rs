@@ -195,6 +195,22 @@ pub(super) async fn relay_recorded(
     end
 }
 
+/// The socket a BIND or UDP ASSOCIATE needs; if it could not be opened, the client
+/// gets its failure reply and the error is returned.
+pub(super) async fn opened<T>(
+    client: &TcpStream,
+    req: &Negotiated,
+    socket: std::io::Result<T>,
+) -> Result<T, ConnError> {
+    match socket {
+        Ok(s) => Ok(s),
+        Err(e) => {
+            reply(client, req, ReplyCode::GeneralFailure, None).await?;
+            Err(ConnError::Reply(e))
+        }
+    }
+}
+
 /// How long an aborting tunnel waits for bytes it already relayed to be sent and
 /// acknowledged before it resets the connection.
 const ABORT_DRAIN: Duration = Duration::from_secs(2);

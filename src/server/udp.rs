@@ -17,7 +17,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{finish, open_session, reply, ConnError};
+use super::conn::{finish, open_session, opened, reply, ConnError};
 use super::handshake::Negotiated;
 use super::listener::canonical;
 use super::relay::{Counters, RelayEnd};
@@ -42,13 +42,7 @@ pub(super) async fn associate(
     cancel: &CancellationToken,
 ) -> Result<RelayEnd, ConnError> {
     let local_ip = canonical(client.local_addr().map_err(ConnError::Reply)?).ip();
-    let relay = match UdpSocket::bind((local_ip, 0)).await {
-        Ok(s) => s,
-        Err(e) => {
-            reply(&client, &req, ReplyCode::GeneralFailure, None).await?;
-            return Err(ConnError::Reply(e));
-        }
-    };
+    let relay = opened(&client, &req, UdpSocket::bind((local_ip, 0)).await).await?;
     let bound = relay.local_addr().map_err(ConnError::Reply)?;
     reply(&client, &req, ReplyCode::Succeeded, Some(bound)).await?;
     // A port of 0 means "from any port of the client's host".
