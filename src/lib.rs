@@ -8,6 +8,7 @@
 //! the operational event feed the stages report into, `metrics` the Prometheus
 //! counters; `api` serves both, and the pool's statistics, over HTTP.
 
+pub mod access;
 pub mod api;
 pub mod auth;
 pub mod config;

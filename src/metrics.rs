@@ -27,11 +27,14 @@ const REJECT_REASONS: &[&str] = &[
     "no_acceptable_method",
     "socks4_needs_auth",
     "command_not_supported",
+    "per_ip_limit",
+    "own_address",
 ];
 const HANDSHAKE_REASONS: &[&str] = &["timeout", "malformed", "client_closed", "io_error"];
 const DIRECTIONS: &[&str] = &["client_to_upstream", "upstream_to_client"];
 const UDP_DROPS: &[&str] = &[
     "foreign_source",
+    "own_address",
     "malformed",
     "fragmented",
     "unresolved",
@@ -58,11 +61,14 @@ pub struct Metrics {
     pub connections_accepted: Counter,
     pub connections_active: Gauge,
     /// Requests the server refused: reason = auth_failed | no_acceptable_method |
-    /// socks4_needs_auth | command_not_supported.
+    /// socks4_needs_auth | command_not_supported | per_ip_limit | own_address.
     pub connections_rejected: Family<Label, Counter>,
     /// reason = timeout | malformed | client_closed | io_error.
     pub handshake_failures: Family<Label, Counter>,
     pub auth_failures: Counter,
+    /// Logins from addresses with recent failures that were held back before their
+    /// check: outcome = delayed | refused (refused unchecked: the turn was too far).
+    pub auth_throttled: Family<Label, Counter>,
     /// Bytes of finished tunnels, the two series of `relay_bytes{direction}`. Held as
     /// handles so that a session end costs two atomic adds, not a family lookup.
     pub bytes_client_to_upstream: Counter,
@@ -79,7 +85,7 @@ pub struct Metrics {
     pub session_store_errors: Counter,
     /// UDP datagrams relayed; direction = client_to_upstream | upstream_to_client.
     pub udp_datagrams: Family<Label, Counter>,
-    /// UDP datagrams dropped; reason = foreign_source | malformed | fragmented |
+    /// UDP datagrams dropped; reason = foreign_source | own_address | malformed | fragmented |
     /// unresolved | no_route | send_failed | too_many_destinations.
     pub udp_dropped: Family<Label, Counter>,
     /// Inbound BIND connections refused because they came from another host.
@@ -117,6 +123,7 @@ impl Metrics {
             connections_rejected: Family::default(),
             handshake_failures: Family::default(),
             auth_failures: Counter::default(),
+            auth_throttled: Family::default(),
             bytes_client_to_upstream,
             bytes_upstream_to_client,
             connect_pool_hit,
@@ -154,6 +161,11 @@ impl Metrics {
             "auth_failures",
             "Failed username/password logins",
             m.auth_failures.clone(),
+        );
+        registry.register(
+            "auth_throttled",
+            "Logins held back because their address failed recently, by outcome",
+            m.auth_throttled.clone(),
         );
         registry.register_with_unit(
             "relay",
@@ -208,6 +220,9 @@ impl Metrics {
         }
         for r in HANDSHAKE_REASONS {
             let _ = m.handshake_failures.get_or_create(&[("reason", r)]);
+        }
+        for o in ["delayed", "refused"] {
+            let _ = m.auth_throttled.get_or_create(&[("outcome", o)]);
         }
         for d in DIRECTIONS {
             let _ = m.udp_datagrams.get_or_create(&[("direction", d)]);

@@ -98,6 +98,16 @@ pub enum Signal {
     AuthFailed { client: IpAddr, user: String },
     /// The listener paused at `max_connections` (aggregated).
     MaxConnectionsReached { limit: usize },
+    /// A client address at `server.max_connections_per_ip` had a connection closed
+    /// (aggregated per client address).
+    PerIpLimitReached { client: IpAddr, limit: usize },
+    /// A login from an address with recent failures was held back before its check
+    /// (aggregated per client address).
+    AuthThrottled {
+        client: IpAddr,
+        failures: u32,
+        delay: Duration,
+    },
     /// Something in the configuration worth a look, found at start-up.
     ConfigWarning { message: String },
     /// The session history store failed to write; records wait in memory.
@@ -242,6 +252,8 @@ enum AggKey {
     Upstream(String),
     Auth(IpAddr),
     MaxConnections,
+    PerIp(IpAddr),
+    Throttled(IpAddr),
 }
 
 /// What was summed for one subject in the current interval.
@@ -284,6 +296,17 @@ fn aggregate_key(signal: &Signal) -> Option<(AggKey, String)> {
         Signal::MaxConnectionsReached { limit } => {
             Some((AggKey::MaxConnections, limit.to_string()))
         }
+        Signal::PerIpLimitReached { client, limit } => {
+            Some((AggKey::PerIp(*client), limit.to_string()))
+        }
+        Signal::AuthThrottled {
+            client,
+            failures,
+            delay,
+        } => Some((
+            AggKey::Throttled(*client),
+            format!("{failures} {}", delay.as_millis()),
+        )),
         _ => None,
     }
 }
@@ -315,6 +338,23 @@ fn flush(
                 format!("max_connections ({}) reached {} time(s) in the last {secs} s; accepting paused until a connection closed", t.last, t.count),
                 json!({ "limit": t.last.parse::<u64>().unwrap_or(0), "limit_key": "server.max_connections", "count": t.count, "interval_secs": secs }),
             ),
+            AggKey::PerIp(client) => (
+                Severity::Warning,
+                Category::Limits,
+                format!("{} connection(s) from {client} closed at accept in the last {secs} s: max_connections_per_ip ({}) reached", t.count, t.last),
+                json!({ "client": client.to_string(), "limit": t.last.parse::<u64>().unwrap_or(0), "limit_key": "server.max_connections_per_ip", "count": t.count, "interval_secs": secs }),
+            ),
+            AggKey::Throttled(client) => {
+                // `last` is "FAILURES DELAY_MS" (see `aggregate_key`).
+                let mut parts = t.last.split(' ').map(|n| n.parse::<u64>().unwrap_or(0));
+                let (failures, delay_ms) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+                (
+                    Severity::Warning,
+                    Category::Auth,
+                    format!("{} login(s) from {client} held back in the last {secs} s after {failures} recent failure(s) (last delay {delay_ms} ms)", t.count),
+                    json!({ "client": client.to_string(), "count": t.count, "failures": failures, "last_delay_ms": delay_ms, "interval_secs": secs }),
+                )
+            }
         };
         store.record(new_event(next_id, severity, category, message, details));
     }

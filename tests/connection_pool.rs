@@ -86,6 +86,7 @@ async fn disabled_pool_dials_every_time_and_keeps_nothing() {
     let connector = Connector::new(
         &PoolSection::default(),
         None,
+        Default::default(),
         &Telemetry::start(&rustsocks::config::TelemetryConfig::default()),
     );
     assert!(connector.pool().is_none());

@@ -4,7 +4,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::socks::{self, assert_echo, read_until_closed};
+use tokio::io::AsyncReadExt;
+
+use common::socks::{self, assert_echo};
 use common::{config, run_cli, upstream, Proxy, TempDir};
 
 #[tokio::test]
@@ -33,13 +35,32 @@ async fn sigterm_lets_open_tunnels_finish_then_exits_zero() {
     assert!(status.success(), "{status:?}");
 }
 
+/// A tunnel still transferring when the grace period ends is cut with a reset on the
+/// client's side: a clean FIN would make the truncated stream look complete.
 #[tokio::test]
-async fn grace_period_ends_open_tunnels() {
-    let echo = upstream::echo();
+async fn grace_period_ends_open_tunnels_with_a_reset() {
+    let source = upstream::endless();
     let mut proxy = Proxy::start(&config("shutdown_grace_secs = 1", ""));
-    let mut tunnel = socks::tunnel(proxy.addr, echo).await;
+    let mut tunnel = socks::tunnel(proxy.addr, source).await;
+    // Only reads: a write failing first would take the socket's error, and the read
+    // after it would see a plain end of stream whatever the proxy sent.
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            match tunnel.read(&mut buf).await {
+                Ok(0) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.kind()),
+            }
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
     proxy.signal(libc::SIGINT);
-    assert_eq!(read_until_closed(&mut tunnel).await, b"");
+    let end = tokio::time::timeout(Duration::from_secs(10), reader)
+        .await
+        .expect("the tunnel was cut")
+        .unwrap();
+    assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
     let status = proxy
         .wait_exit(Duration::from_secs(10))
         .expect("exited after the grace period");

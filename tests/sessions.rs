@@ -274,27 +274,39 @@ async fn terminate_ends_a_long_transfer_and_is_recorded() {
         "active"
     );
 
-    // A transfer that would go on for a long time: keep writing until the proxy cuts it.
+    // A transfer that goes on until the test stops it, echoed back and read.
     let (mut r, mut w) = s.into_split();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_writing = std::sync::Arc::clone(&stop);
     let writer = tokio::spawn(async move {
         let chunk = vec![0u8; 16 * 1024];
         for _ in 0..100_000 {
-            if w.write_all(&chunk).await.is_err() {
-                return true;
+            if stop_writing.load(std::sync::atomic::Ordering::Relaxed)
+                || w.write_all(&chunk).await.is_err()
+            {
+                break;
             }
         }
-        false
+        w // kept open: the proxy's cut must be what ends the tunnel
     });
+    // Only the reader sees how the tunnel ended: a write failing first would take the
+    // socket's error, and the read after it would see a plain end of stream.
     let reader = tokio::spawn(async move {
         let mut buf = vec![0u8; 64 * 1024];
         loop {
             match r.read(&mut buf).await {
-                Ok(0) | Err(_) => return,
+                Ok(0) => return Ok(()),
                 Ok(_) => {}
+                Err(e) => return Err(e.kind()),
             }
         }
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _write_half = tokio::time::timeout(socks::LIMIT, writer)
+        .await
+        .expect("writer stopped")
+        .unwrap();
     let r = http::request(
         api(&proxy),
         "POST",
@@ -303,17 +315,12 @@ async fn terminate_ends_a_long_transfer_and_is_recorded() {
     )
     .await;
     assert_eq!(r.status, 200, "{}", r.text());
-    tokio::time::timeout(socks::LIMIT, reader)
+    // Cut by the proxy: a reset, so the client cannot take it for a complete stream.
+    let end = tokio::time::timeout(socks::LIMIT, reader)
         .await
         .expect("client saw the close")
         .unwrap();
-    assert!(
-        tokio::time::timeout(socks::LIMIT, writer)
-            .await
-            .expect("writer stopped")
-            .unwrap(),
-        "write never failed"
-    );
+    assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
 
     let done = wait_history(&proxy, "status=terminated", 1).await;
     let t = &done["sessions"][0];

@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::socks::{self, assert_echo, read_msg, read_until_closed};
 use common::{config, upstream, Proxy};
 use rustsocks::protocol::socks5::{Command, Method, MethodSelection, Reply, ReplyCode};
-use rustsocks::protocol::{Encode, TargetAddr};
+use rustsocks::protocol::{socks4, Encode, TargetAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A proxy with a short handshake and connect timeout, and an echo upstream.
@@ -85,15 +85,96 @@ async fn upstream_failures_get_their_reply_codes() {
     still_serves(&proxy, echo).await;
 }
 
-#[tokio::test]
-async fn socks4_bind_is_rejected() {
-    let (proxy, echo) = setup().await;
-    let mut s = socks::connect(proxy.addr).await;
+/// A SOCKS4 BIND request naming the application server `peer`.
+fn socks4_bind(peer: std::net::SocketAddrV4) -> Vec<u8> {
     let mut req = vec![4, 2];
-    req.extend_from_slice(&echo.port().to_be_bytes());
-    req.extend_from_slice(&[127, 0, 0, 1, 0]);
-    s.write_all(&req).await.unwrap();
-    assert_eq!(read_until_closed(&mut s).await, [0, 0x5B, 0, 0, 0, 0, 0, 0]);
+    req.extend_from_slice(&peer.port().to_be_bytes());
+    req.extend_from_slice(&peer.ip().octets());
+    req.extend_from_slice(b"ftp\0");
+    req
+}
+
+async fn socks4_reply(s: &mut tokio::net::TcpStream) -> socks4::Reply {
+    read_msg::<socks4::Reply>(s).await
+}
+
+/// SOCKS4 BIND as active-mode FTP uses it (and as tokio-socks' SOCKS4 tests drive
+/// it): a first reply with where the proxy listens, the named server connects
+/// there, a second reply with who connected, then bytes both ways.
+#[tokio::test]
+async fn socks4_bind_relays_the_named_servers_connection() {
+    let (proxy, echo) = setup().await;
+    let mut control = socks::connect(proxy.addr).await;
+    let server_ip = std::net::Ipv4Addr::LOCALHOST;
+    control
+        .write_all(&socks4_bind(std::net::SocketAddrV4::new(server_ip, 21)))
+        .await
+        .unwrap();
+    let first = socks4_reply(&mut control).await;
+    assert!(first.granted, "first reply");
+    assert_ne!(first.bind.port(), 0, "the port the proxy listens on");
+    let listening = std::net::SocketAddr::V4(first.bind);
+    let mut server = tokio::net::TcpStream::connect(listening).await.unwrap();
+    let second = socks4_reply(&mut control).await;
+    assert!(second.granted, "second reply");
+    assert_eq!(
+        std::net::SocketAddr::V4(second.bind),
+        server.local_addr().unwrap()
+    );
+    server.write_all(b"220 data\r\n").await.unwrap();
+    let mut got = [0u8; 10];
+    tokio::time::timeout(socks::LIMIT, control.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, b"220 data\r\n");
+    control.write_all(b"upload").await.unwrap();
+    control.shutdown().await.unwrap();
+    let mut upload = Vec::new();
+    tokio::time::timeout(socks::LIMIT, server.read_to_end(&mut upload))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(upload, b"upload");
+    still_serves(&proxy, echo).await;
+}
+
+/// Only the server the request named may connect; anyone else is turned away and
+/// the BIND goes on waiting for the right one.
+#[tokio::test]
+async fn socks4_bind_refuses_another_host() {
+    let (proxy, echo) = setup().await;
+    let mut control = socks::connect(proxy.addr).await;
+    let named = std::net::Ipv4Addr::new(127, 0, 0, 2);
+    control
+        .write_all(&socks4_bind(std::net::SocketAddrV4::new(named, 21)))
+        .await
+        .unwrap();
+    let first = socks4_reply(&mut control).await;
+    assert!(first.granted);
+    let mut intruder = tokio::net::TcpStream::connect(std::net::SocketAddr::V4(first.bind))
+        .await
+        .unwrap();
+    assert_eq!(read_until_closed(&mut intruder).await, b"");
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((named, 0).into()).unwrap();
+    let mut server = socket
+        .connect(std::net::SocketAddr::V4(first.bind))
+        .await
+        .unwrap();
+    let second = socks4_reply(&mut control).await;
+    assert!(second.granted);
+    assert_eq!(
+        std::net::SocketAddr::V4(second.bind),
+        server.local_addr().unwrap()
+    );
+    server.write_all(b"hello").await.unwrap();
+    let mut got = [0u8; 5];
+    tokio::time::timeout(socks::LIMIT, control.read_exact(&mut got))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&got, b"hello");
     still_serves(&proxy, echo).await;
 }
 

@@ -445,3 +445,114 @@ async fn a_dual_stack_listener_serves_ipv4_clients_in_ipv4() {
         (TargetAddr::Ip(echo), &b"ping"[..])
     );
 }
+
+/// The amplification a hostile run found: a datagram addressed to the relay itself
+/// (carrying a second header aimed at a real target) looped through the relay,
+/// growing by a header each lap. It is dropped, counted, and nothing is sent.
+#[tokio::test]
+async fn datagrams_to_the_relay_itself_or_the_proxys_listeners_are_dropped() {
+    let proxy = Proxy::start(&config("", ""));
+    let api = proxy.api.unwrap();
+    let target = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (control, relay) = associate(proxy.addr).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let inner = datagram(target.local_addr().unwrap().into(), b"amplify me");
+    let own: Vec<SocketAddr> = vec![
+        relay,
+        SocketAddr::new("0.0.0.0".parse().unwrap(), relay.port()),
+        SocketAddr::new("::ffff:127.0.0.1".parse().unwrap(), relay.port()),
+        SocketAddr::new("127.0.0.1".parse().unwrap(), proxy.addr.port()),
+        SocketAddr::new("::1".parse().unwrap(), api.port()),
+    ];
+    for dest in &own {
+        client
+            .send_to(&datagram((*dest).into(), &inner), relay)
+            .await
+            .unwrap();
+    }
+    client
+        .send_to(
+            &datagram(TargetAddr::Domain("localhost".into(), relay.port()), &inner),
+            relay,
+        )
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 70_000];
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), target.recv_from(&mut buf))
+            .await
+            .is_err(),
+        "the target received a datagram"
+    );
+    let text = get(api, "/metrics", None).await.text();
+    assert_eq!(
+        metric(&text, "rustsocks_udp_dropped_total{reason=\"own_address\"}"),
+        own.len() as u64 + 1,
+        "{text}"
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "rustsocks_udp_datagrams_total{direction=\"client_to_upstream\"}"
+        ),
+        0
+    );
+    drop(control);
+}
+
+/// With port 0 in the request, the first datagram fixes the client's address: a
+/// later one from another port of the same host is foreign, and answers keep going
+/// to the first.
+#[tokio::test]
+async fn the_first_datagram_fixes_the_clients_address() {
+    let proxy = Proxy::start(&config("", ""));
+    let echo = udp_echo(IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+    let (control, relay) = associate(proxy.addr).await;
+    let first = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert!(round_trip(&first, relay, echo.into(), b"mine", LIMIT)
+        .await
+        .is_some());
+    let second = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    assert!(round_trip(
+        &second,
+        relay,
+        echo.into(),
+        b"me too",
+        Duration::from_millis(300)
+    )
+    .await
+    .is_none());
+    assert!(round_trip(&first, relay, echo.into(), b"still mine", LIMIT)
+        .await
+        .is_some());
+    let text = get(proxy.api.unwrap(), "/metrics", None).await.text();
+    assert_eq!(
+        metric(
+            &text,
+            "rustsocks_udp_dropped_total{reason=\"foreign_source\"}"
+        ),
+        1
+    );
+    drop(control);
+}
+
+/// RFC 1928 does not forbid an empty payload: it is relayed both ways.
+#[tokio::test]
+async fn an_empty_payload_is_relayed() {
+    let proxy = Proxy::start(&config("", ""));
+    echo_sizes(proxy.addr, IpAddr::V4(Ipv4Addr::LOCALHOST), &[0, 5, 0]).await;
+    let echo = udp_echo(IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+    let (_control, relay) = associate(proxy.addr).await;
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let by_name = TargetAddr::Domain("localhost".into(), echo.port());
+    let (from, body) = round_trip(&client, relay, by_name, b"", LIMIT)
+        .await
+        .expect("an empty answer");
+    assert!(body.is_empty());
+    assert_eq!(from, TargetAddr::Ip(echo));
+    let text = get(proxy.api.unwrap(), "/metrics", None).await.text();
+    assert_eq!(
+        metric(&text, "rustsocks_udp_dropped_total{reason=\"malformed\"}"),
+        0
+    );
+}

@@ -8,16 +8,22 @@
 //! which names exist.
 
 mod password;
+mod throttle;
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::sync::Semaphore;
 
 pub use password::{hash_password, is_argon2_phc};
 
 use crate::config::{AuthConfig, SocksMethod};
+use crate::metrics::Metrics;
+use crate::telemetry::{Signal, Telemetry};
 use password::Credential;
+use throttle::{Admission, Throttle};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -29,6 +35,14 @@ pub enum AuthError {
     BadHash { user: String },
     #[error("password check did not complete")]
     Interrupted(#[source] tokio::task::JoinError),
+    #[error("refused unchecked: {failures} recent failed logins from this address")]
+    Throttled { failures: u32 },
+}
+
+/// Where the authenticator reports held-back logins (absent in unit tests).
+pub struct Report {
+    pub telemetry: Telemetry,
+    pub metrics: Arc<Metrics>,
 }
 
 /// The configured method and users; cheap to clone and share between connections.
@@ -48,6 +62,13 @@ struct Inner {
     /// without limit on the blocking pool. A check waits for a slot inside the
     /// handshake's deadline, so a client that gives up leaves nothing queued.
     hash_slots: Arc<Semaphore>,
+    /// Taken before a hash slot by a check from an address with recent failures:
+    /// such checks hold at most half the slots (at least one), so that a password
+    /// guesser cannot keep the others' logins waiting.
+    suspect_slots: Arc<Semaphore>,
+    throttle: Throttle,
+    /// Set once at start-up, after the metrics exist (see `report_to`).
+    report: std::sync::OnceLock<Report>,
     #[cfg(test)]
     peak: probe::Peak,
 }
@@ -92,22 +113,91 @@ impl Authenticator {
                 users,
                 decoy,
                 hash_slots: Arc::new(Semaphore::new(cpus)),
+                suspect_slots: Arc::new(Semaphore::new((cpus / 2).max(1))),
+                throttle: Throttle::new(
+                    config.login_failures_before_backoff,
+                    config.login_backoff(),
+                    config.login_backoff_max(),
+                ),
+                report: std::sync::OnceLock::new(),
                 #[cfg(test)]
                 peak: probe::Peak::default(),
             }),
         })
     }
 
+    /// Where held-back logins are reported from now on (set once; later calls are
+    /// ignored).
+    pub fn report_to(&self, report: Report) {
+        let _ = self.inner.report.set(report);
+    }
+
     pub fn method(&self) -> SocksMethod {
         self.inner.method
     }
 
-    /// Checks a username and password. Hash verification (tens of milliseconds of
-    /// CPU) runs on the blocking pool so it does not stall other connections.
-    pub async fn verify(&self, username: &[u8], password: &[u8]) -> Result<(), AuthError> {
+    /// Checks a username and password sent from `client`. An address with recent
+    /// failures waits its turn first (see `throttle`). Hash verification (tens of
+    /// milliseconds of CPU) runs on the blocking pool so it does not stall other
+    /// connections.
+    pub async fn verify(
+        &self,
+        client: IpAddr,
+        username: &[u8],
+        password: &[u8],
+    ) -> Result<(), AuthError> {
+        let suspect = match self.inner.throttle.admit(client) {
+            Admission::Now { suspect } => suspect,
+            Admission::After { delay, failures } => {
+                self.held_back(client, failures, delay, "delayed");
+                tokio::time::sleep(delay).await;
+                true
+            }
+            Admission::Refused { failures } => {
+                self.held_back(client, failures, Duration::ZERO, "refused");
+                return Err(AuthError::Throttled { failures });
+            }
+        };
+        let checked = self.check(username, password, suspect).await;
+        if !matches!(checked, Err(AuthError::Interrupted(_))) {
+            self.inner.throttle.record(client, checked.is_ok());
+        }
+        checked
+    }
+
+    fn held_back(&self, client: IpAddr, failures: u32, delay: Duration, outcome: &'static str) {
+        if let Some(report) = self.inner.report.get() {
+            report
+                .metrics
+                .auth_throttled
+                .get_or_create(&[("outcome", outcome)])
+                .inc();
+            report.telemetry.emit(Signal::AuthThrottled {
+                client,
+                failures,
+                delay,
+            });
+        }
+    }
+
+    async fn check(
+        &self,
+        username: &[u8],
+        password: &[u8],
+        suspect: bool,
+    ) -> Result<(), AuthError> {
         let known = self.inner.users.contains_key(username);
         let credential = self.inner.users.get(username).unwrap_or(&self.inner.decoy);
         let matches = if credential.is_hashed() {
+            let suspect_slot = match suspect {
+                true => Some(
+                    Arc::clone(&self.inner.suspect_slots)
+                        .acquire_owned()
+                        .await
+                        .expect("the semaphore is never closed"),
+                ),
+                false => None,
+            };
             let slot = Arc::clone(&self.inner.hash_slots)
                 .acquire_owned()
                 .await
@@ -122,6 +212,7 @@ impl Authenticator {
                     credential.matches(&password)
                 };
                 drop(slot);
+                drop(suspect_slot);
                 matches
             })
             .await
@@ -174,7 +265,15 @@ mod tests {
         AuthConfig {
             socks_method: SocksMethod::Userpass,
             users,
+            ..AuthConfig::default()
         }
+    }
+
+    const LOCAL: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
+
+    /// A different client address for each `i`.
+    fn client(i: usize) -> IpAddr {
+        IpAddr::from([192, 0, 2, i as u8])
     }
 
     fn user(name: &str, password: Option<&str>, hash: Option<String>) -> UserEntry {
@@ -199,22 +298,22 @@ mod tests {
         let bob = inner.users[b"bob".as_slice()].params().unwrap();
         assert_eq!(inner.decoy.params().unwrap(), bob);
         assert_eq!(inner.users[b"alice".as_slice()].params().unwrap(), bob);
-        assert!(auth.verify(b"alice", b"secret").await.is_ok());
+        assert!(auth.verify(LOCAL, b"alice", b"secret").await.is_ok());
         assert!(matches!(
-            auth.verify(b"alice", b"secreT").await,
+            auth.verify(LOCAL, b"alice", b"secreT").await,
             Err(AuthError::WrongPassword)
         ));
         assert!(matches!(
-            auth.verify(b"alice", b"").await,
+            auth.verify(LOCAL, b"alice", b"").await,
             Err(AuthError::WrongPassword)
         ));
-        assert!(auth.verify(b"bob", b"s3cret").await.is_ok());
+        assert!(auth.verify(LOCAL, b"bob", b"s3cret").await.is_ok());
         assert!(matches!(
-            auth.verify(b"bob", b"secret").await,
+            auth.verify(LOCAL, b"bob", b"secret").await,
             Err(AuthError::WrongPassword)
         ));
         assert!(matches!(
-            auth.verify(b"carol", b"secret").await,
+            auth.verify(LOCAL, b"carol", b"secret").await,
             Err(AuthError::UnknownUser)
         ));
     }
@@ -229,7 +328,7 @@ mod tests {
             .map(|i| {
                 let auth = auth.clone();
                 let name = if i % 2 == 0 { "bob" } else { "mallory" };
-                tokio::spawn(async move { auth.verify(name.as_bytes(), b"guess").await })
+                tokio::spawn(async move { auth.verify(client(i), name.as_bytes(), b"guess").await })
             })
             .collect();
         for c in checks {
@@ -249,7 +348,7 @@ mod tests {
         let all = slots.acquire_many(cpus as u32).await.unwrap();
         let waiting = tokio::time::timeout(
             std::time::Duration::from_millis(50),
-            auth.verify(b"bob", b"guess"),
+            auth.verify(LOCAL, b"bob", b"guess"),
         )
         .await;
         assert!(waiting.is_err(), "verified without a slot");
@@ -259,6 +358,58 @@ mod tests {
             cpus,
             "the abandoned check kept a slot"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn checks_from_failing_addresses_yield_to_others() {
+        let hash = hash_password("s3cret").unwrap();
+        let mut cfg = config(vec![user("bob", None, Some(hash))]);
+        // No hold-back here: only the priority of the checks is under test.
+        cfg.login_failures_before_backoff = 100;
+        let auth = Authenticator::from_config(&cfg).unwrap();
+        let guesser = client(1);
+        assert!(auth.verify(guesser, b"bob", b"wrong").await.is_err());
+        // Every place for checks of failing addresses is taken (by other guesses).
+        let suspects = Arc::clone(&auth.inner.suspect_slots);
+        let all = suspects.available_permits() as u32;
+        let held = suspects.acquire_many(all).await.unwrap();
+        let queued = tokio::time::timeout(
+            Duration::from_millis(300),
+            auth.verify(guesser, b"bob", b"s3cret"),
+        )
+        .await;
+        assert!(queued.is_err(), "a failing address's check took a slot");
+        let other = tokio::time::timeout(
+            Duration::from_secs(10),
+            auth.verify(client(2), b"bob", b"s3cret"),
+        )
+        .await;
+        assert!(other.expect("another address waited").is_ok());
+        drop(held);
+        assert!(auth.verify(guesser, b"bob", b"s3cret").await.is_ok());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_that_keeps_failing_waits_and_others_do_not() {
+        let cfg = AuthConfig {
+            login_failures_before_backoff: 3,
+            login_backoff_ms: 100,
+            login_backoff_max_ms: 2_000,
+            ..config(vec![user("alice", Some("secret"), None)])
+        };
+        let auth = Authenticator::from_config(&cfg).unwrap();
+        let guesser = client(1);
+        for _ in 0..19 {
+            let _ = auth.verify(guesser, b"alice", b"guess").await;
+        }
+        // The 20th wrong password waits (virtual time: the test does not).
+        let started = tokio::time::Instant::now();
+        assert!(auth.verify(guesser, b"alice", b"guess").await.is_err());
+        assert_eq!(started.elapsed(), Duration::from_millis(2_000));
+        // A different address does not, and logs in.
+        let started = tokio::time::Instant::now();
+        assert!(auth.verify(client(2), b"alice", b"secret").await.is_ok());
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 
     #[test]

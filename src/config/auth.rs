@@ -4,11 +4,40 @@ use std::fmt;
 
 use serde::Deserialize;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthConfig {
     pub socks_method: SocksMethod,
     pub users: Vec<UserEntry>,
+    /// Failed logins an address may make before its attempts are held back.
+    pub login_failures_before_backoff: u32,
+    /// The first hold-back; it doubles with each further failure. 0 = never held back.
+    pub login_backoff_ms: u64,
+    /// The longest hold-back; also the spacing of attempts from an address that
+    /// keeps failing, however many connections it opens.
+    pub login_backoff_max_ms: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            socks_method: SocksMethod::None,
+            users: Vec::new(),
+            login_failures_before_backoff: 3,
+            login_backoff_ms: 250,
+            login_backoff_max_ms: 8_000,
+        }
+    }
+}
+
+impl AuthConfig {
+    pub fn login_backoff(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.login_backoff_ms)
+    }
+
+    pub fn login_backoff_max(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.login_backoff_max_ms)
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

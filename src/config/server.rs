@@ -14,6 +14,9 @@ pub struct ServerConfig {
     /// Open client connections, handshakes included. At the limit the listener stops
     /// accepting until one closes.
     pub max_connections: usize,
+    /// Open connections one client address may hold, so that one host cannot take
+    /// every slot; default (unset): a quarter of `max_connections`.
+    pub max_connections_per_ip: Option<usize>,
     /// Bound on the greeting, authentication and request. (The upstream connect has
     /// `pool.connect_timeout_ms`; the wait for a BIND peer, `bind_timeout_secs`.)
     pub handshake_timeout_ms: u64,
@@ -47,6 +50,7 @@ impl Default for ServerConfig {
             bind_address: IpAddr::V4(Ipv4Addr::LOCALHOST),
             bind_port: 1080,
             max_connections: 10_000,
+            max_connections_per_ip: None,
             handshake_timeout_ms: 10_000,
             relay_idle_timeout_secs: 0,
             shutdown_grace_secs: 10,
@@ -68,6 +72,12 @@ impl ServerConfig {
 
     pub fn bind(&self) -> SocketAddr {
         SocketAddr::new(self.bind_address, self.bind_port)
+    }
+
+    /// `max_connections_per_ip`, or its default: a quarter of `max_connections`.
+    pub fn per_ip_limit(&self) -> usize {
+        self.max_connections_per_ip
+            .unwrap_or((self.max_connections / 4).max(1))
     }
 
     pub fn handshake_timeout(&self) -> Duration {

@@ -208,3 +208,23 @@ fn values_too_large_to_mean_anything_are_refused_not_crashed_on() {
         ]
     );
 }
+
+#[test]
+fn per_ip_limit_defaults_to_a_quarter_and_must_fit_max_connections() {
+    let config = Config::from_toml("[server]\nmax_connections = 100\n").unwrap();
+    assert_eq!(config.server.per_ip_limit(), 25);
+    let config = Config::from_toml("[server]\nmax_connections = 2\n").unwrap();
+    assert_eq!(config.server.per_ip_limit(), 1);
+    let config =
+        Config::from_toml("[server]\nmax_connections = 100\nmax_connections_per_ip = 100\n")
+            .unwrap();
+    assert_eq!(config.server.per_ip_limit(), 100);
+    for bad in ["0", "101"] {
+        let toml = format!("[server]\nmax_connections = 100\nmax_connections_per_ip = {bad}\n");
+        assert_eq!(
+            invalid_keys(&toml),
+            ["server.max_connections_per_ip"],
+            "{bad}"
+        );
+    }
+}

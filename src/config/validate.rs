@@ -55,6 +55,28 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
             out.push(Problem::new(key, value, "at least 1"));
         }
     }
+    if config.auth.login_backoff_max_ms < config.auth.login_backoff_ms {
+        out.push(Problem::new(
+            "auth.login_backoff_max_ms",
+            config.auth.login_backoff_max_ms,
+            format!(
+                "at least auth.login_backoff_ms ({})",
+                config.auth.login_backoff_ms
+            ),
+        ));
+    }
+    if let Some(per_ip) = s.max_connections_per_ip {
+        if per_ip == 0 || per_ip > s.max_connections {
+            out.push(Problem::new(
+                "server.max_connections_per_ip",
+                per_ip,
+                format!(
+                    "between 1 and server.max_connections ({})",
+                    s.max_connections
+                ),
+            ));
+        }
+    }
     if s.pool.max_idle_per_dest > s.pool.max_total_idle {
         out.push(Problem::new(
             "server.pool.max_idle_per_dest",
@@ -99,7 +121,18 @@ fn limit_problems(config: &Config, out: &mut Vec<Problem>) {
         &config.sessions,
         &config.telemetry,
     );
-    let limits: [(&str, u64, u64); 19] = [
+    let limits: [(&str, u64, u64); 21] = [
+        // A hold-back longer than an hour only locks out the address's real users.
+        (
+            "auth.login_backoff_ms",
+            config.auth.login_backoff_ms,
+            3_600_000,
+        ),
+        (
+            "auth.login_backoff_max_ms",
+            config.auth.login_backoff_max_ms,
+            3_600_000,
+        ),
         (
             "server.max_connections",
             s.max_connections as u64,

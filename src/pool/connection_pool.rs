@@ -121,8 +121,15 @@ impl ConnectionPool {
     }
 
     pub fn with_telemetry(config: PoolConfig, telemetry: Option<Telemetry>) -> Self {
+        let dialer = Dialer::new(config.connect_timeout).with_keepalive(config.tcp_keepalive);
+        Self::with_dialer(config, dialer, telemetry)
+    }
+
+    /// A pool whose connections `dialer` opens (its timeout and keepalive are used,
+    /// not the config's).
+    pub fn with_dialer(config: PoolConfig, dialer: Dialer, telemetry: Option<Telemetry>) -> Self {
         let inner = Arc::new(Inner {
-            dialer: Dialer::new(config.connect_timeout).with_keepalive(config.tcp_keepalive),
+            dialer,
             config,
             shards: Shards::new(),
             totals: Totals::default(),

@@ -3,10 +3,12 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
+use crate::access::OwnAddresses;
 use crate::protocol::socks5::ReplyCode;
 use crate::protocol::TargetAddr;
 
@@ -22,6 +24,8 @@ pub enum ConnectError {
     NoAddress { host: String },
     #[error("connect to {dest} timed out after {after:?}")]
     Timeout { dest: String, after: Duration },
+    #[error("{dest} is this proxy's own listening address: refused")]
+    OwnAddress { dest: String },
     #[error("connect to {addr}: {source}")]
     Connect {
         addr: SocketAddr,
@@ -37,6 +41,7 @@ impl ConnectError {
             Self::Resolve { .. } | Self::NoAddress { .. } | Self::Timeout { .. } => {
                 ReplyCode::HostUnreachable
             }
+            Self::OwnAddress { .. } => ReplyCode::NotAllowed,
             Self::Connect { source, .. } => reply_for_io(source),
         }
     }
@@ -59,6 +64,8 @@ pub(crate) fn reply_for_io(err: &io::Error) -> ReplyCode {
 pub struct Dialer {
     timeout: Duration,
     keepalive: Option<Duration>,
+    /// Addresses never dialled: the proxy's own listeners (see `access::OwnAddresses`).
+    refuse: Option<Arc<OwnAddresses>>,
 }
 
 impl Dialer {
@@ -66,6 +73,24 @@ impl Dialer {
         Self {
             timeout,
             keepalive: None,
+            refuse: None,
+        }
+    }
+
+    /// Never connects to `own` (checked on every address a name resolves to).
+    pub fn refusing(self, own: Arc<OwnAddresses>) -> Self {
+        Self {
+            refuse: Some(own),
+            ..self
+        }
+    }
+
+    fn allowed(&self, addr: SocketAddr) -> Result<(), ConnectError> {
+        match &self.refuse {
+            Some(own) if own.contains(addr) => Err(ConnectError::OwnAddress {
+                dest: addr.to_string(),
+            }),
+            _ => Ok(()),
         }
     }
 
@@ -80,8 +105,11 @@ impl Dialer {
     pub async fn dial(&self, dest: &TargetAddr) -> Result<TcpStream, ConnectError> {
         let attempt = async {
             match dest {
-                TargetAddr::Ip(addr) => connect_one(*addr).await,
-                TargetAddr::Domain(host, port) => connect_any(host, *port).await,
+                TargetAddr::Ip(addr) => {
+                    self.allowed(*addr)?;
+                    connect_one(*addr).await
+                }
+                TargetAddr::Domain(host, port) => self.connect_any(host, *port).await,
             }
         };
         let stream = tokio::time::timeout(self.timeout, attempt)
@@ -122,23 +150,37 @@ async fn connect_one(addr: SocketAddr) -> Result<TcpStream, ConnectError> {
         .map_err(|source| ConnectError::Connect { addr, source })
 }
 
-async fn connect_any(host: &str, port: u16) -> Result<TcpStream, ConnectError> {
-    let addrs = tokio::net::lookup_host((host, port))
-        .await
-        .map_err(|source| ConnectError::Resolve {
-            host: host.to_owned(),
-            source,
-        })?;
-    let mut last = None;
-    for addr in addrs {
-        match connect_one(addr).await {
-            Ok(stream) => return Ok(stream),
-            Err(e) => last = Some(e),
+impl Dialer {
+    /// Resolves `host` and tries its addresses in order; each is checked before it
+    /// is dialled, so a name cannot lead where its address could not.
+    async fn connect_any(&self, host: &str, port: u16) -> Result<TcpStream, ConnectError> {
+        let addrs = tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|source| ConnectError::Resolve {
+                host: host.to_owned(),
+                source,
+            })?;
+        let mut last = None;
+        for addr in addrs {
+            let tried = match self.allowed(addr) {
+                Ok(()) => connect_one(addr).await,
+                Err(refused) => Err(refused),
+            };
+            match tried {
+                Ok(stream) => return Ok(stream),
+                // A refusal is the answer unless another address connects.
+                Err(e @ ConnectError::OwnAddress { .. }) => last = Some(e),
+                Err(e) => {
+                    if !matches!(last, Some(ConnectError::OwnAddress { .. })) {
+                        last = Some(e);
+                    }
+                }
+            }
         }
+        Err(last.unwrap_or_else(|| ConnectError::NoAddress {
+            host: host.to_owned(),
+        }))
     }
-    Err(last.unwrap_or_else(|| ConnectError::NoAddress {
-        host: host.to_owned(),
-    }))
 }
 
 #[cfg(test)]
@@ -180,6 +222,32 @@ mod tests {
         assert_eq!(sock.keepalive_interval().unwrap(), Duration::from_secs(30));
         let off = Dialer::new(timeout).dial(&dest).await.unwrap();
         assert!(!socket2::SockRef::from(&off).keepalive().unwrap());
+    }
+
+    #[tokio::test]
+    async fn own_addresses_are_refused_by_address_and_by_name() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = l.local_addr().unwrap().port();
+        let own = Arc::new(OwnAddresses::new([l.local_addr().unwrap()]));
+        let dialer = Dialer::new(Duration::from_secs(5)).refusing(own);
+        for dest in [
+            TargetAddr::Ip(SocketAddr::from(([127, 0, 0, 1], port))),
+            TargetAddr::Ip(SocketAddr::from(([0, 0, 0, 0], port))),
+            TargetAddr::Ip(format!("[::ffff:127.0.0.1]:{port}").parse().unwrap()),
+            TargetAddr::Domain("localhost".into(), port),
+        ] {
+            let err = dialer
+                .dial(&dest)
+                .await
+                .expect_err("dialled its own listener");
+            assert_eq!(err.reply(), ReplyCode::NotAllowed, "{dest}: {err}");
+        }
+        // Other ports on loopback are still reachable.
+        let other = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        dialer
+            .dial(&other.local_addr().unwrap().into())
+            .await
+            .unwrap();
     }
 
     #[tokio::test]

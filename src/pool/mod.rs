@@ -21,8 +21,10 @@ pub use dial::{ConnectError, Dialer};
 pub use lease::UpstreamConn;
 pub use stats::{DestinationStats, PoolStats};
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use crate::access::OwnAddresses;
 use crate::config::PoolSection;
 use crate::protocol::TargetAddr;
 use crate::telemetry::Telemetry;
@@ -35,23 +37,25 @@ pub struct Connector {
 
 impl Connector {
     /// Must be called inside a Tokio runtime when the pool is enabled.
-    /// `tcp_keepalive` applies to every upstream connection (`server.tcp_keepalive_secs`).
+    /// `tcp_keepalive` applies to every upstream connection (`server.tcp_keepalive_secs`);
+    /// `own` are the proxy's listening addresses, never dialled.
     pub fn new(
         config: &PoolSection,
         tcp_keepalive: Option<Duration>,
+        own: OwnAddresses,
         telemetry: &Telemetry,
     ) -> Self {
+        let dialer = Dialer::new(config.connect_timeout())
+            .with_keepalive(tcp_keepalive)
+            .refusing(Arc::new(own));
         let pool = config.enabled.then(|| {
             let pool_config = PoolConfig {
                 tcp_keepalive,
                 ..PoolConfig::from(config)
             };
-            ConnectionPool::with_telemetry(pool_config, Some(telemetry.clone()))
+            ConnectionPool::with_dialer(pool_config, dialer.clone(), Some(telemetry.clone()))
         });
-        Self {
-            dialer: Dialer::new(config.connect_timeout()).with_keepalive(tcp_keepalive),
-            pool,
-        }
+        Self { dialer, pool }
     }
 
     pub async fn connect(&self, dest: &TargetAddr) -> Result<UpstreamConn, ConnectError> {

@@ -62,7 +62,7 @@ async fn run(
     #[cfg(not(target_os = "linux"))]
     let _ = client.set_nodelay(true);
     let req = tokio::select! {
-        r = tokio::time::timeout(ctx.handshake_timeout, handshake::negotiate(&mut client, &ctx.auth)) => {
+        r = tokio::time::timeout(ctx.handshake_timeout, handshake::negotiate(&mut client, peer.ip(), &ctx.auth)) => {
             r.map_err(|_| ConnError::HandshakeTimeout)??
         }
         () = cancel.cancelled() => return Ok(RelayEnd::Shutdown),
@@ -72,9 +72,7 @@ async fn run(
         (Command::UdpAssociate, Version::Socks5) => {
             super::udp::associate(client, peer, req, ctx, cancel).await
         }
-        (Command::Bind, Version::Socks5) => {
-            super::bind::serve(client, peer, req, ctx, cancel).await
-        }
+        (Command::Bind, _) => super::bind::serve(client, peer, req, ctx, cancel).await,
         (command, _) => {
             record_refusal(
                 ctx,
@@ -107,12 +105,12 @@ async fn connect(
     let upstream = match dialled {
         Ok(s) => s,
         Err(source) => {
-            record_refusal(
-                ctx,
-                opening(&req, peer),
-                Status::Failed,
-                &source.to_string(),
-            );
+            // Refused by a rule is not a failure of the upstream.
+            let status = match source {
+                ConnectError::OwnAddress { .. } => Status::Rejected,
+                _ => Status::Failed,
+            };
+            record_refusal(ctx, opening(&req, peer), status, &source.to_string());
             let _ = reply(&client, &req, source.reply(), None).await;
             return Err(ConnError::Connect {
                 dest: req.dest,
@@ -181,14 +179,24 @@ pub(super) async fn relay_recorded(
     };
     ctx.metrics.sessions_active.inc();
     let end = relay::run(t.client, t.other, &req.early_data, counters, opts).await;
-    if end.is_err() {
+    match &end {
         // One side reset or failed: pass the abort on instead of a clean FIN, so
         // the other side cannot take a cut-off stream for a complete one. First let
         // what was already relayed leave (bounded): a reset discards the send queue.
-        for socket in [t.client, t.other] {
-            drain_send_queue(socket, ABORT_DRAIN).await;
-            let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
+        Err(_) => {
+            for socket in [t.client, t.other] {
+                drain_send_queue(socket, ABORT_DRAIN).await;
+                reset_on_close(socket);
+            }
         }
+        // Cut by the proxy (end of the shutdown grace, or the API), maybe in the
+        // middle of a transfer: both sides get a reset, never a FIN that would make
+        // a truncated stream look whole. No drain: the cut is meant to be prompt.
+        Ok(RelayEnd::Shutdown | RelayEnd::Terminated) => {
+            reset_on_close(t.client);
+            reset_on_close(t.other);
+        }
+        Ok(_) => {}
     }
     ctx.metrics.sessions_active.dec();
     finish(ctx, session.as_ref(), counters, &end);
@@ -209,6 +217,11 @@ pub(super) async fn opened<T>(
             Err(ConnError::Reply(e))
         }
     }
+}
+
+/// Makes the socket's close send a reset (SO_LINGER 0) instead of a FIN.
+fn reset_on_close(socket: &TcpStream) {
+    let _ = socket2::SockRef::from(socket).set_linger(Some(Duration::ZERO));
 }
 
 /// How long an aborting tunnel waits for bytes it already relayed to be sent and
@@ -327,6 +340,14 @@ fn record_failure(ctx: &Context, peer: SocketAddr, e: &ConnError) {
             handshake_failure("malformed")
         }
         ConnError::Handshake(HandshakeError::Io(_)) => handshake_failure("io_error"),
+        ConnError::Connect {
+            dest,
+            source: ConnectError::OwnAddress { .. },
+        } => {
+            warn!(client = %peer, %dest, "refused a destination that is this proxy's own listener");
+            rejected("own_address");
+            return;
+        }
         ConnError::Connect { dest, source } => {
             info!(client = %peer, error = %e, "upstream connect failed");
             let reply = reply_label(source.reply());

@@ -7,7 +7,7 @@
 //! and forwarded upstream as `early_data`. The caller bounds the whole stage by
 //! `handshake_timeout_ms`.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use bytes::{Buf, Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -113,9 +113,10 @@ impl Conn<'_> {
     }
 }
 
-/// Runs the handshake on `stream`.
+/// Runs the handshake on `stream`, from a client at `client`.
 pub async fn negotiate(
     stream: &mut TcpStream,
+    client: IpAddr,
     auth: &Authenticator,
 ) -> Result<Negotiated, HandshakeError> {
     let mut conn = Conn {
@@ -124,7 +125,7 @@ pub async fn negotiate(
     };
     conn.fill().await?;
     match conn.buf[0] {
-        socks5::VERSION => socks5_handshake(&mut conn, auth).await,
+        socks5::VERSION => socks5_handshake(&mut conn, client, auth).await,
         socks4::VERSION => socks4_handshake(&mut conn, auth).await,
         other => Err(ProtocolError::UnsupportedVersion(other).into()),
     }
@@ -132,6 +133,7 @@ pub async fn negotiate(
 
 async fn socks5_handshake(
     conn: &mut Conn<'_>,
+    client: IpAddr,
     auth: &Authenticator,
 ) -> Result<Negotiated, HandshakeError> {
     let no_acceptable = MethodSelection(Method::NO_ACCEPTABLE).to_bytes();
@@ -152,7 +154,7 @@ async fn socks5_handshake(
     }
     conn.send(&MethodSelection(method).to_bytes()).await?;
     let user = match method {
-        Method::USER_PASS => Some(authenticate(conn, auth).await?),
+        Method::USER_PASS => Some(authenticate(conn, client, auth).await?),
         _ => None,
     };
     let request = match conn.read::<Request>().await {
@@ -174,7 +176,11 @@ async fn socks5_handshake(
 }
 
 /// RFC 1929 sub-negotiation; returns the user name on success.
-async fn authenticate(conn: &mut Conn<'_>, auth: &Authenticator) -> Result<String, HandshakeError> {
+async fn authenticate(
+    conn: &mut Conn<'_>,
+    client: IpAddr,
+    auth: &Authenticator,
+) -> Result<String, HandshakeError> {
     let failure = UserPassReply { success: false }.to_bytes();
     let creds = match conn.read::<UserPassRequest>().await {
         Err(HandshakeError::Protocol(e)) => {
@@ -184,7 +190,7 @@ async fn authenticate(conn: &mut Conn<'_>, auth: &Authenticator) -> Result<Strin
         other => other?,
     };
     let user = String::from_utf8_lossy(&creds.username).into_owned();
-    match auth.verify(&creds.username, &creds.password).await {
+    match auth.verify(client, &creds.username, &creds.password).await {
         Ok(()) => {
             conn.send(&UserPassReply { success: true }.to_bytes())
                 .await?;

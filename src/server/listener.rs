@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::{conn, Context};
+use crate::access::PerIpLimit;
 use crate::telemetry::Signal;
 
 /// Options every client connection needs, set once on the listening socket: Linux
@@ -54,6 +55,7 @@ pub(super) struct Listener {
     pub tcp: TcpListener,
     pub ctx: Arc<Context>,
     pub max_connections: usize,
+    pub per_ip: PerIpLimit,
     pub signals: Signals,
     pub tracker: TaskTracker,
 }
@@ -116,12 +118,27 @@ impl Listener {
 
     fn spawn_connection(&self, stream: TcpStream, peer: SocketAddr, permit: OwnedSemaphorePermit) {
         let ctx = Arc::clone(&self.ctx);
-        let cancel = self.signals.close_connections.clone();
         ctx.metrics.connections_accepted.inc();
+        let Some(per_ip) = self.per_ip.try_acquire(peer.ip()) else {
+            // Closed at once, with a reset: nothing read, no TIME_WAIT kept here.
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+            drop(stream);
+            ctx.metrics
+                .connections_rejected
+                .get_or_create(&[("reason", "per_ip_limit")])
+                .inc();
+            ctx.telemetry.emit(Signal::PerIpLimitReached {
+                client: peer.ip(),
+                limit: self.per_ip.limit(),
+            });
+            return;
+        };
+        let cancel = self.signals.close_connections.clone();
         ctx.metrics.connections_active.inc();
         self.tracker.spawn(async move {
             conn::serve(stream, peer, &ctx, &cancel).await;
             ctx.metrics.connections_active.dec();
+            drop(per_ip);
             drop(permit);
         });
     }

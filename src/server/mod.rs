@@ -8,6 +8,7 @@ mod conn;
 pub mod handshake;
 mod listener;
 pub mod relay;
+mod trim;
 mod udp;
 
 use std::io;
@@ -20,8 +21,9 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::access::{OwnAddresses, PerIpLimit};
 use crate::api::{self, ApiDeps};
-use crate::auth::{AuthError, Authenticator};
+use crate::auth::{self, AuthError, Authenticator};
 use crate::config::{Config, ConfigError};
 use crate::metrics::Metrics;
 use crate::pool::{ConnectionPool, Connector};
@@ -48,6 +50,8 @@ pub enum StartError {
 pub(crate) struct Context {
     pub auth: Authenticator,
     pub connector: Connector,
+    /// The proxy's listening addresses: never a destination (TCP or UDP).
+    pub own: OwnAddresses,
     pub handshake_timeout: Duration,
     pub relay_idle_timeout: Option<Duration>,
     pub external_address: Option<std::net::IpAddr>,
@@ -72,12 +76,30 @@ impl Server {
         for message in config.warnings() {
             telemetry.emit(Signal::ConfigWarning { message });
         }
+        let tcp = bind(config.server.bind()).await?;
+        listener::configure(&tcp, config.server.tcp_keepalive());
+        let api_tcp = match config.api.enabled {
+            true => Some(bind(config.api.bind()).await?),
+            false => None,
+        };
+        let socks_addr = local_addr(&tcp, config.server.bind())?;
+        let api_addr = match &api_tcp {
+            Some(l) => Some(local_addr(l, config.api.bind())?),
+            None => None,
+        };
+        // What the proxy listens on is never a destination (see access::OwnAddresses).
+        let own = OwnAddresses::new([Some(socks_addr), api_addr].into_iter().flatten());
         let connector = Connector::new(
             &config.server.pool,
             config.server.tcp_keepalive(),
+            own.clone(),
             &telemetry,
         );
         let metrics = Arc::new(Metrics::new(connector.pool().cloned()));
+        auth.report_to(auth::Report {
+            telemetry: telemetry.clone(),
+            metrics: Arc::clone(&metrics),
+        });
         let sessions = match config.sessions.enabled {
             true => Some(Arc::new(Sessions::start(
                 &config.sessions,
@@ -89,6 +111,7 @@ impl Server {
         let ctx = Arc::new(Context {
             auth,
             connector,
+            own,
             handshake_timeout: config.server.handshake_timeout(),
             relay_idle_timeout: config.server.relay_idle_timeout(),
             external_address: config.server.external_address,
@@ -98,24 +121,10 @@ impl Server {
             metrics: Arc::clone(&metrics),
             sessions: sessions.clone(),
         });
-        let tcp = bind(config.server.bind()).await?;
-        listener::configure(&tcp, config.server.tcp_keepalive());
-        let api_tcp = match config.api.enabled {
-            true => Some(bind(config.api.bind()).await?),
-            false => None,
-        };
-        let socks_addr = tcp.local_addr().map_err(|source| StartError::Bind {
-            addr: config.server.bind(),
-            source,
-        })?;
 
         let api_shutdown = CancellationToken::new();
-        let (api_addr, api_task) = match api_tcp {
-            Some(api_tcp) => {
-                let addr = api_tcp.local_addr().map_err(|source| StartError::Bind {
-                    addr: config.api.bind(),
-                    source,
-                })?;
+        let api_task = match (api_tcp, api_addr) {
+            (Some(api_tcp), Some(addr)) => {
                 let deps = ApiDeps {
                     pool: ctx.connector.pool().cloned(),
                     pool_config: config.server.pool.clone(),
@@ -127,9 +136,9 @@ impl Server {
                 };
                 let task = tokio::spawn(api::serve(api_tcp, deps, api_shutdown.clone()));
                 tracing::info!(api = %addr, "management API ready");
-                (Some(addr), Some(task))
+                Some(task)
             }
-            None => (None, None),
+            _ => None,
         };
 
         let signals = listener::Signals::default();
@@ -138,10 +147,15 @@ impl Server {
             tcp,
             ctx: Arc::clone(&ctx),
             max_connections: config.server.max_connections,
+            per_ip: PerIpLimit::new(config.server.per_ip_limit()),
             signals: signals.clone(),
             tracker: tracker.clone(),
         };
         let accept_task = tokio::spawn(accept.run());
+        tokio::spawn(trim::after_bursts(
+            Arc::clone(&ctx.metrics),
+            signals.stop_accepting.clone(),
+        ));
         tracing::info!(socks = %socks_addr, "SOCKS listener ready");
         Ok(ServerHandle {
             socks_addr,
@@ -167,6 +181,15 @@ const LISTEN_BACKLOG: u32 = 4096;
 
 async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     listen(addr).map_err(|source| StartError::Bind { addr, source })
+}
+
+/// The address `listener` was bound to for `asked` (the port is known only now when
+/// `asked` named port 0).
+fn local_addr(listener: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        addr: asked,
+        source,
+    })
 }
 
 /// A listening socket on `addr` with an accept queue of `LISTEN_BACKLOG` (the load

@@ -1,11 +1,15 @@
 //! UDP ASSOCIATE (RFC 1928 section 7): one relay socket that faces the client,
 //! living exactly as long as the client's TCP control connection.
 //!
-//! Datagrams are taken only from the client's address (and its port, when the
-//! request named one). Each carries the SOCKS UDP header; fragments (FRAG != 0) and
+//! Datagrams are taken only from the client's address: its IP is the control
+//! connection's, its port the one the request named or, when it named port 0, the
+//! port of the first datagram; the address never moves after that (a datagram from
+//! another port of the same host is foreign). Each carries the SOCKS UDP header; fragments (FRAG != 0) and
 //! malformed headers are dropped and counted. Payloads go upstream from a socket of
 //! the destination's address family; answers come back wrapped in a header naming
-//! their sender, and only from destinations the client has sent to.
+//! their sender, and only from destinations the client has sent to. The relay's own
+//! sockets and the proxy's listeners are never destinations: a datagram addressed to
+//! the relay itself would loop through it, growing by a header each lap.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
@@ -22,6 +26,7 @@ use super::handshake::Negotiated;
 use super::listener::canonical;
 use super::relay::{Counters, RelayEnd};
 use super::Context;
+use crate::access::OwnAddresses;
 use crate::metrics::Metrics;
 use crate::protocol::socks5::ReplyCode;
 use crate::protocol::udp::UdpHeader;
@@ -51,10 +56,12 @@ pub(super) async fn associate(
     let local = Counters::default();
     let counters = session.as_ref().map_or(&local, |s| &s.counters);
     let mut assoc = Association {
+        own_ports: [bound.port(), 0, 0],
         relay,
         client_ip: peer.ip(),
         expected_port,
         client_addr: None,
+        own: &ctx.own,
         up_v4: None,
         up_v6: None,
         peers: HashSet::new(),
@@ -77,10 +84,14 @@ pub(super) async fn associate(
 
 struct Association<'a> {
     relay: UdpSocket,
+    /// The ports of the relay socket and of the upstream sockets (0 until bound).
+    own_ports: [u16; 3],
     client_ip: IpAddr,
     expected_port: u16,
-    /// Where the client's datagrams come from (answers go there).
+    /// Where the client's datagrams come from (answers go there): fixed by the
+    /// first datagram accepted.
     client_addr: Option<SocketAddr>,
+    own: &'a OwnAddresses,
     up_v4: Option<UdpSocket>,
     up_v6: Option<UdpSocket>,
     peers: HashSet<SocketAddr>,
@@ -166,10 +177,17 @@ impl Association<'_> {
 
     /// A datagram on the client-facing socket. Returns whether it was relayed.
     async fn outbound(&mut self, datagram: &[u8], src: SocketAddr) -> bool {
-        let port_ok = self.expected_port == 0 || src.port() == self.expected_port;
-        if src.ip() != self.client_ip || !port_ok {
+        let from_client = match self.client_addr {
+            Some(fixed) => src == fixed,
+            None => {
+                src.ip() == self.client_ip
+                    && (self.expected_port == 0 || src.port() == self.expected_port)
+            }
+        };
+        if !from_client {
             return self.drop_counted("foreign_source");
         }
+        self.client_addr = Some(src);
         let Ok((header, payload)) = UdpHeader::decode(datagram) else {
             return self.drop_counted("malformed");
         };
@@ -184,13 +202,24 @@ impl Association<'_> {
         if self.peers.len() >= MAX_PEERS && !self.peers.contains(&dest) {
             return self.drop_counted("too_many_destinations");
         }
-        let Some(socket) = self.upstream_for(dest).await else {
+        // Bound first, so that the check below knows every socket of ours.
+        if self.upstream_for(dest).await.is_none() {
+            return self.drop_counted("no_route");
+        }
+        if self.is_own(dest) {
+            return self.drop_counted("own_address");
+        }
+        let upstream = if dest.is_ipv4() {
+            &self.up_v4
+        } else {
+            &self.up_v6
+        };
+        let Some(socket) = upstream else {
             return self.drop_counted("no_route");
         };
         if socket.send_to(payload, dest).await.is_err() {
             return self.drop_counted("send_failed");
         }
-        self.client_addr = Some(src);
         self.peers.insert(dest);
         let c = self.counters;
         self.relayed(
@@ -265,15 +294,22 @@ impl Association<'_> {
         Some(addr)
     }
 
+    /// Whether `dest` reaches this association's own sockets or the proxy's listeners.
+    fn is_own(&self, dest: SocketAddr) -> bool {
+        self.own.contains_with(dest, &self.own_ports)
+    }
+
     /// The upstream socket for `dest`'s address family, bound on first use.
     async fn upstream_for(&mut self, dest: SocketAddr) -> Option<&UdpSocket> {
-        let (slot, any): (&mut Option<UdpSocket>, SocketAddr) = if dest.is_ipv4() {
-            (&mut self.up_v4, SocketAddr::from(([0, 0, 0, 0], 0)))
+        let (slot, any, i): (&mut Option<UdpSocket>, SocketAddr, usize) = if dest.is_ipv4() {
+            (&mut self.up_v4, SocketAddr::from(([0, 0, 0, 0], 0)), 1)
         } else {
-            (&mut self.up_v6, SocketAddr::from(([0u16; 8], 0)))
+            (&mut self.up_v6, SocketAddr::from(([0u16; 8], 0)), 2)
         };
         if slot.is_none() {
-            *slot = Some(UdpSocket::bind(any).await.ok()?);
+            let socket = UdpSocket::bind(any).await.ok()?;
+            self.own_ports[i] = socket.local_addr().ok()?.port();
+            *slot = Some(socket);
         }
         slot.as_ref()
     }

@@ -193,6 +193,20 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// `eventually` for a check that has to wait itself (an HTTP request, say); polls
+/// every 20 ms.
+pub async fn eventually_async<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Runs the binary with `args` and `stdin`, returning (status, stdout, stderr).
 pub fn run_cli(args: &[&str], stdin: &str) -> (ExitStatus, String, String) {
     use std::io::Write;

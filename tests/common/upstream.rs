@@ -56,6 +56,24 @@ pub fn echo() -> SocketAddr {
     })
 }
 
+/// Sends bytes without end (up to 4 GiB) until the connection fails: a transfer
+/// that is always in progress, for tests that cut one.
+#[allow(dead_code)]
+pub fn endless() -> SocketAddr {
+    serve_on(|listener| async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let chunk = vec![0x5au8; 16 * 1024];
+                for _ in 0..(1u32 << 18) {
+                    if s.write_all(&chunk).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    })
+}
+
 /// Reads until the client's FIN, then sends back everything it read and closes: a
 /// client sees the answer only if the proxy passed its half-close on.
 pub fn reply_after_eof() -> SocketAddr {

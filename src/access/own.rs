@@ -1,0 +1,158 @@
+//! The proxy's own addresses, which no client may use as a destination.
+//!
+//! A CONNECT to the management API's port on loopback would hand any SOCKS client the
+//! API (session history, terminate) without its token; a UDP datagram to the relay's
+//! own socket loops through the relay, growing each lap. A destination is "own" when
+//! its port is one the process listens on and its address reaches this host: any
+//! loopback address, the unspecified address (`0.0.0.0` and `::` connect to the local
+//! host on Linux), or an address of one of the host's interfaces. IPv4-mapped IPv6
+//! spellings (`::ffff:127.0.0.1`) are compared as the IPv4 address they carry.
+//!
+//! The port is checked first, so the common case costs a few comparisons; the
+//! interface list is read only for a destination on one of our ports (addresses can
+//! change while the process runs, so it is not cached).
+
+use std::net::{IpAddr, SocketAddr};
+
+/// Ports this process listens on (SOCKS, API); see the module documentation.
+#[derive(Debug, Clone, Default)]
+pub struct OwnAddresses {
+    ports: Vec<u16>,
+}
+
+impl OwnAddresses {
+    /// `listening`: every address the process accepts on (port 0 is ignored).
+    pub fn new(listening: impl IntoIterator<Item = SocketAddr>) -> Self {
+        let mut ports: Vec<u16> = listening
+            .into_iter()
+            .map(|a| a.port())
+            .filter(|&p| p != 0)
+            .collect();
+        ports.sort_unstable();
+        ports.dedup();
+        Self { ports }
+    }
+
+    /// Whether `dest` reaches one of the process's listening sockets.
+    pub fn contains(&self, dest: SocketAddr) -> bool {
+        self.contains_with(dest, &[])
+    }
+
+    /// As `contains`, with `extra` ports of the caller's own (a UDP relay's sockets).
+    pub fn contains_with(&self, dest: SocketAddr, extra: &[u16]) -> bool {
+        let port = dest.port();
+        if !self.ports.contains(&port) && !extra.contains(&port) {
+            return false;
+        }
+        reaches_this_host(dest.ip())
+    }
+}
+
+/// Whether a packet sent to `ip` is delivered to this host.
+pub fn reaches_this_host(ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    if ip.is_loopback() || ip.is_unspecified() {
+        return true;
+    }
+    // IPv4 0.0.0.0/8 ("this network") also reaches the local host on Linux.
+    if let IpAddr::V4(v4) = ip {
+        if v4.octets()[0] == 0 {
+            return true;
+        }
+    }
+    // When the interfaces cannot be read, assume the worst: the address is ours.
+    interface_addresses().is_none_or(|list| list.contains(&ip))
+}
+
+/// The addresses of the host's interfaces, or None if they cannot be read.
+#[cfg(unix)]
+fn interface_addresses() -> Option<Vec<IpAddr>> {
+    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head through the valid pointer; on success
+    // the list is ours until freeifaddrs.
+    if unsafe { libc::getifaddrs(&mut head) } != 0 {
+        return None;
+    }
+    let mut found = Vec::new();
+    let mut cursor = head;
+    while !cursor.is_null() {
+        // SAFETY: cursor is a node of the list getifaddrs returned, not yet freed.
+        let entry = unsafe { &*cursor };
+        if !entry.ifa_addr.is_null() {
+            // SAFETY: ifa_addr points to a sockaddr whose family says its real type.
+            let family = i32::from(unsafe { (*entry.ifa_addr).sa_family });
+            if family == libc::AF_INET {
+                // SAFETY: AF_INET addresses are sockaddr_in.
+                let sin = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in) };
+                found.push(IpAddr::from(
+                    u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                ));
+            } else if family == libc::AF_INET6 {
+                // SAFETY: AF_INET6 addresses are sockaddr_in6.
+                let sin6 = unsafe { &*(entry.ifa_addr as *const libc::sockaddr_in6) };
+                found.push(IpAddr::from(sin6.sin6_addr.s6_addr).to_canonical());
+            }
+        }
+        cursor = entry.ifa_next;
+    }
+    // SAFETY: head came from a successful getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(head) };
+    Some(found)
+}
+
+#[cfg(not(unix))]
+fn interface_addresses() -> Option<Vec<IpAddr>> {
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn every_spelling_of_a_local_listener_is_own() {
+        let own = OwnAddresses::new([addr("127.0.0.1:1080"), addr("127.0.0.1:9090")]);
+        for dest in [
+            "127.0.0.1:9090",
+            "127.0.0.2:9090",
+            "0.0.0.0:9090",
+            "0.1.2.3:1080",
+            "[::]:9090",
+            "[::1]:9090",
+            "[::ffff:127.0.0.1]:9090",
+            "[::ffff:0.0.0.0]:1080",
+        ] {
+            assert!(own.contains(addr(dest)), "{dest} passed");
+        }
+        for dest in [
+            "127.0.0.1:80",
+            "[::1]:9091",
+            "192.0.2.1:9090",
+            "[2001:db8::1]:1080",
+        ] {
+            assert!(!own.contains(addr(dest)), "{dest} refused");
+        }
+    }
+
+    #[test]
+    fn extra_ports_count_only_where_given() {
+        let own = OwnAddresses::new([addr("127.0.0.1:1080")]);
+        assert!(!own.contains(addr("127.0.0.1:40000")));
+        assert!(own.contains_with(addr("127.0.0.1:40000"), &[40000]));
+        assert!(own.contains_with(addr("[::ffff:127.0.0.1]:40000"), &[40000]));
+    }
+
+    #[test]
+    fn the_hosts_interface_addresses_reach_it() {
+        let list = interface_addresses().expect("interfaces readable");
+        // Every host has loopback, and any address it has is its own.
+        assert!(list.iter().any(IpAddr::is_loopback), "{list:?}");
+        for ip in list {
+            assert!(reaches_this_host(ip), "{ip}");
+        }
+    }
+}
