@@ -194,8 +194,10 @@ fn check(o: &Outcome, record: Option<&Value>) -> Option<String> {
         End::Whole => status == "closed" && reason == "completed" && *up == o.len && *down == o.len,
         // The wire only ever cuts the upstream side; and the client got everything
         // relayed to it before the reset (the proxy lets it leave before aborting).
+        // Only ECONNRESET: a socket reports EPIPE for a reset only when a FIN came
+        // first, and in this exchange an early FIN is a cut-off stream.
         End::Reset { kind, got } => {
-            matches!(kind, ErrorKind::ConnectionReset | ErrorKind::BrokenPipe)
+            *kind == ErrorKind::ConnectionReset
                 && status == "closed"
                 && reason.starts_with("upstream side: ")
                 && *down == *got
