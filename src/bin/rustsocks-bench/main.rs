@@ -120,17 +120,42 @@ enum Scenario {
         /// Fraction of packets to drop, 0 to below 1.
         #[arg(long, default_value_t = 0.0)]
         loss: f64,
+        /// Fraction of TCP flows (IPv4) to cut: at a random point the flow's packet is
+        /// dropped and both ends get a reset, as from a middlebox that lost the flow.
+        #[arg(long, default_value_t = 0.0)]
+        reset_rate: f64,
+        /// The cut point is uniform over a flow's first this many payload bytes (both
+        /// directions counted); a flow that ends sooner is not cut.
+        #[arg(long, default_value_t = 262_144)]
+        reset_within: u64,
     },
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    if let Scenario::Wire { a, b, rtt_ms, loss } = &cli.scenario {
+    if let Scenario::Wire {
+        a,
+        b,
+        rtt_ms,
+        loss,
+        reset_rate,
+        reset_within,
+    } = &cli.scenario
+    {
         #[cfg(target_os = "linux")]
-        return wire::run(a, b, Duration::from_secs_f64(rtt_ms / 1000.0), *loss);
+        return wire::run(
+            a,
+            b,
+            wire::Faults {
+                rtt: Duration::from_secs_f64(rtt_ms / 1000.0),
+                loss: *loss,
+                reset_rate: *reset_rate,
+                reset_within: *reset_within,
+            },
+        );
         #[cfg(not(target_os = "linux"))]
         {
-            let _ = (a, b, rtt_ms, loss);
+            let _ = (a, b, rtt_ms, loss, reset_rate, reset_within);
             bail!("the latency emulator needs Linux (TUN devices)");
         }
     }

@@ -3,11 +3,15 @@
 //! the other half a round-trip time later (optionally dropping a fraction). With one
 //! device moved into a network namespace (scripts/netns-latency.sh does that), a
 //! target in that namespace is a real round trip away from processes outside it.
+//! With `--reset-rate` it also cuts a fraction of TCP flows with resets (`cut`).
+
+mod cut;
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Write};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
@@ -57,6 +61,26 @@ fn open_tun(name: &str) -> anyhow::Result<File> {
     Ok(file)
 }
 
+/// What the wire does to the packets between its devices.
+#[derive(Debug, Clone, Copy)]
+pub struct Faults {
+    pub rtt: Duration,
+    /// Fraction of packets dropped, 0 to below 1.
+    pub loss: f64,
+    /// Fraction of TCP flows cut with resets, 0 to 1.
+    pub reset_rate: f64,
+    /// A cut falls within this many payload bytes of its flow (both directions).
+    pub reset_within: u64,
+}
+
+/// What one direction needs: its delay, its loss, the cutter both directions share.
+#[derive(Clone)]
+struct Path {
+    delay: Duration,
+    loss: f64,
+    cutter: Option<Arc<cut::Cutter>>,
+}
+
 /// A tiny xorshift generator for the drop decision: reproducible, no dependency.
 struct Rng(u64);
 
@@ -69,18 +93,13 @@ impl Rng {
     }
 }
 
-/// Moves packets from `from` to `to`, each `delay` after it was read. One thread per
-/// direction: it reads every packet waiting, writes every packet due, then sleeps in
-/// `ppoll` until the next packet arrives or falls due. No thread hand-off or
+/// Moves packets from `from` to `to`, each `path.delay` after it was read (or drops
+/// them, or answers them with resets, per `path`). One thread per direction: it
+/// reads every packet waiting, writes every packet due, then sleeps in `ppoll` until
+/// the next packet arrives or falls due. No thread hand-off or
 /// allocation per packet; most of the wire's CPU is the kernel's TCP processing of
 /// each packet written, which runs in this thread.
-fn direction(
-    mut from: File,
-    mut to: File,
-    delay: Duration,
-    loss: f64,
-    seed: u64,
-) -> anyhow::Result<()> {
+fn direction(mut from: File, mut to: File, path: Path, seed: u64) -> anyhow::Result<()> {
     set_nonblocking(&from)?;
     let mut queue: VecDeque<(Instant, Vec<u8>)> = VecDeque::new();
     // Buffers of written packets, reused so the steady state allocates nothing.
@@ -95,13 +114,32 @@ fn direction(
                 Err(e) if e.kind() == ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e).context("reading a TUN device"),
             };
-            if loss > 0.0 && rng.next_f64() < loss {
+            if path.loss > 0.0 && rng.next_f64() < path.loss {
                 continue;
             }
-            let mut packet = spare.pop().unwrap_or_default();
-            packet.clear();
-            packet.extend_from_slice(&buf[..n]);
-            queue.push_back((Instant::now() + delay, packet));
+            let verdict = path
+                .cutter
+                .as_ref()
+                .map_or(cut::Verdict::Pass, |c| c.inspect(&buf[..n]));
+            let due = Instant::now() + path.delay;
+            match verdict {
+                cut::Verdict::Pass => {
+                    let mut packet = spare.pop().unwrap_or_default();
+                    packet.clear();
+                    packet.extend_from_slice(&buf[..n]);
+                    queue.push_back((due, packet));
+                }
+                cut::Verdict::Drop => {}
+                cut::Verdict::Reset {
+                    to_sender,
+                    to_receiver,
+                } => {
+                    // Straight back, so it meets the sender in the state the packet
+                    // showed; a failed write is a lost packet, as below.
+                    let _ = (&from).write(&to_sender);
+                    queue.extend(to_receiver.map(|p| (due, p)));
+                }
+            }
         }
         let now = Instant::now();
         while queue.front().is_some_and(|(due, _)| *due <= now) {
@@ -162,27 +200,42 @@ fn wait_readable(file: &File, timeout: Option<Duration>) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs until killed: `a` <-> `b` with `rtt` round trip and `loss` (0..1) dropped.
-pub fn run(a: &str, b: &str, rtt: Duration, loss: f64) -> anyhow::Result<()> {
-    if !(0.0..1.0).contains(&loss) {
+/// Runs until killed: `a` <-> `b` with `faults`.
+pub fn run(a: &str, b: &str, faults: Faults) -> anyhow::Result<()> {
+    if !(0.0..1.0).contains(&faults.loss) {
         bail!("--loss must be at least 0 and below 1");
     }
+    if !(0.0..=1.0).contains(&faults.reset_rate) || faults.reset_within == 0 {
+        bail!("--reset-rate must be 0 to 1 and --reset-within at least 1");
+    }
     let (ta, tb) = (open_tun(a)?, open_tun(b)?);
-    let half = rtt / 2;
+    let path = Path {
+        delay: faults.rtt / 2,
+        loss: faults.loss,
+        cutter: (faults.reset_rate > 0.0).then(|| {
+            let cutter = cut::Cutter::new(faults.reset_rate, faults.reset_within, 0xC2B2_AE35);
+            Arc::new(cutter)
+        }),
+    };
+    let back = path.clone();
     let (ta2, tb2) = (ta.try_clone()?, tb.try_clone()?);
     eprintln!(
-        "wire: {a} <-> {b}, round trip {rtt:?}, loss {:.2} %",
-        loss * 100.0
+        "wire: {a} <-> {b}, round trip {:?}, loss {:.2} %, resets on {:.2} % of TCP flows \
+         within {} bytes",
+        faults.rtt,
+        faults.loss * 100.0,
+        faults.reset_rate * 100.0,
+        faults.reset_within,
     );
     // The directions only end on an error; the first one to end ends the wire, so a
     // dead direction cannot leave a process that looks healthy but drops everything.
     let (done_tx, done_rx) = std::sync::mpsc::channel();
     let back_tx = done_tx.clone();
     std::thread::spawn(move || {
-        let _ = back_tx.send(direction(tb2, ta2, half, loss, 0x9E37_79B9).context("b -> a"));
+        let _ = back_tx.send(direction(tb2, ta2, back, 0x9E37_79B9).context("b -> a"));
     });
     std::thread::spawn(move || {
-        let _ = done_tx.send(direction(ta, tb, half, loss, 0x85EB_CA6B).context("a -> b"));
+        let _ = done_tx.send(direction(ta, tb, path, 0x85EB_CA6B).context("a -> b"));
     });
     done_rx
         .recv()
