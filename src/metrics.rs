@@ -67,7 +67,8 @@ pub struct Metrics {
     pub handshake_failures: Family<Label, Counter>,
     pub auth_failures: Counter,
     /// Logins from addresses with recent failures that were held back before their
-    /// check: outcome = delayed | refused (refused unchecked: the turn was too far).
+    /// check: outcome = delayed | refused (the turn was too far: held for
+    /// `auth.login_backoff_max_ms`, then refused without a check).
     pub auth_throttled: Family<Label, Counter>,
     /// Bytes of finished tunnels, the two series of `relay_bytes{direction}`. Held as
     /// handles so that a session end costs two atomic adds, not a family lookup.

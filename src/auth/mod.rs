@@ -154,7 +154,14 @@ impl Authenticator {
                 true
             }
             Admission::Refused { failures } => {
-                self.held_back(client, failures, Duration::ZERO, "refused");
+                // The answer is no, but it is not given at once: a guesser opening
+                // connections as fast as it can would otherwise cost the server an
+                // accept and a handshake per guess, thousands a second. Held, each
+                // connection costs a sleeping task, and guesses come only as fast as
+                // the guesser's connections (bounded by max_connections_per_ip).
+                let hold = self.inner.throttle.max_delay();
+                self.held_back(client, failures, hold, "refused");
+                tokio::time::sleep(hold).await;
                 return Err(AuthError::Throttled { failures });
             }
         };

@@ -5,7 +5,8 @@
 //! turns are spaced by a delay that doubles with each failure, up to `max`. Turns are
 //! reserved, so opening many connections does not buy more guesses: an address that
 //! keeps failing gets one check per `max`. An attempt whose turn would be more than
-//! `max` away is refused at once, without a check, so an attack cannot push the
+//! `max` away is refused without a check (after being held for `max`, so that it
+//! costs the guesser a connection's time), so an attack cannot push the
 //! address's next turn arbitrarily far (a real user behind the same address waits at
 //! most about `2 × max` once the attack stops). A success forgets the address; so does
 //! `FORGET_AFTER` without a failure.
@@ -73,6 +74,11 @@ impl Throttle {
             }
             v4 => v4,
         }
+    }
+
+    /// The longest hold-back (`auth.login_backoff_max_ms`).
+    pub fn max_delay(&self) -> Duration {
+        self.max
     }
 
     /// The spacing of turns after `failures` failures.

@@ -56,6 +56,7 @@ pub(super) struct Listener {
     pub ctx: Arc<Context>,
     pub max_connections: usize,
     pub per_ip: PerIpLimit,
+    pub peak: Arc<super::trim::Peak>,
     pub signals: Signals,
     pub tracker: TaskTracker,
 }
@@ -134,7 +135,7 @@ impl Listener {
             return;
         };
         let cancel = self.signals.close_connections.clone();
-        ctx.metrics.connections_active.inc();
+        self.peak.saw(ctx.metrics.connections_active.inc() + 1);
         self.tracker.spawn(async move {
             conn::serve(stream, peer, &ctx, &cancel).await;
             ctx.metrics.connections_active.dec();

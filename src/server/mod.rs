@@ -143,17 +143,20 @@ impl Server {
 
         let signals = listener::Signals::default();
         let tracker = TaskTracker::new();
+        let peak = Arc::new(trim::Peak::default());
         let accept = listener::Listener {
             tcp,
             ctx: Arc::clone(&ctx),
             max_connections: config.server.max_connections,
             per_ip: PerIpLimit::new(config.server.per_ip_limit()),
+            peak: Arc::clone(&peak),
             signals: signals.clone(),
             tracker: tracker.clone(),
         };
         let accept_task = tokio::spawn(accept.run());
         tokio::spawn(trim::after_bursts(
             Arc::clone(&ctx.metrics),
+            peak,
             signals.stop_accepting.clone(),
         ));
         tracing::info!(socks = %socks_addr, "SOCKS listener ready");

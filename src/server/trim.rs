@@ -6,6 +6,7 @@
 //! It walks the arenas (milliseconds), so it runs only when many connections have
 //! closed since the last trim, at most once per `CHECK_EVERY`, on the blocking pool.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,9 +19,19 @@ const CHECK_EVERY: Duration = Duration::from_secs(10);
 /// Connections that must have closed since the peak before a trim is worth it.
 const BURST: i64 = 1_000;
 
+/// The most connections open at once since the last check; raised by the listener
+/// on every accept (one atomic operation), read and reset by `after_bursts`.
+#[derive(Debug, Default)]
+pub(super) struct Peak(AtomicI64);
+
+impl Peak {
+    pub fn saw(&self, open: i64) {
+        self.0.fetch_max(open, Ordering::Relaxed);
+    }
+}
+
 /// Runs until `stop` is cancelled.
-pub(super) async fn after_bursts(metrics: Arc<Metrics>, stop: CancellationToken) {
-    let mut peak = 0i64;
+pub(super) async fn after_bursts(metrics: Arc<Metrics>, peak: Arc<Peak>, stop: CancellationToken) {
     let mut ticker = tokio::time::interval(CHECK_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -29,9 +40,8 @@ pub(super) async fn after_bursts(metrics: Arc<Metrics>, stop: CancellationToken)
             () = stop.cancelled() => return,
         }
         let open = metrics.connections_active.get();
-        peak = peak.max(open);
-        if peak - open >= BURST {
-            peak = open;
+        let highest = peak.0.swap(open, Ordering::Relaxed);
+        if highest - open >= BURST {
             let _ = tokio::task::spawn_blocking(trim).await;
         }
     }
