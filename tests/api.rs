@@ -236,6 +236,35 @@ async fn with_a_token_the_host_is_not_checked() {
     assert_no_cors(&r, "GET /api/pool/stats with the token");
 }
 
+/// A request with `kib` filler headers of exactly 1 KiB each (as cookies would be),
+/// plus the request line and `Host`.
+fn request_with_headers(addr: SocketAddr, kib: usize) -> Vec<u8> {
+    let mut head = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for n in 0..kib {
+        let name = format!("X-Filler-{n:04}: ");
+        head.push_str(&name);
+        head.push_str(&"a".repeat(1024 - name.len() - 2));
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
+#[tokio::test]
+async fn request_headers_over_16_kb_get_431_and_the_connection_closes() {
+    let proxy = Proxy::start(&config("", ""));
+    let addr = api(&proxy);
+    // `raw` reads until the server closes, under a time limit: a hang fails it.
+    let r = http::raw(addr, &request_with_headers(addr, 17)).await;
+    assert_eq!(r.status, 431, "{}", r.text());
+    let r = http::raw(addr, &request_with_headers(addr, 64)).await;
+    assert_eq!(r.status, 431, "{}", r.text());
+    // Headers just under the limit are still served.
+    let r = http::raw(addr, &request_with_headers(addr, 15)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(addr, "/health", None).await.json()["status"], "ok");
+}
+
 #[tokio::test]
 async fn unknown_routes_and_methods_get_json_errors() {
     let proxy = Proxy::start(&config("", ""));

@@ -15,6 +15,7 @@ mod host;
 mod openapi;
 mod pool;
 mod query;
+mod serve;
 mod sessions;
 mod telemetry;
 
@@ -116,9 +117,7 @@ pub async fn serve(
             shutdown: shutdown.clone(),
         }),
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    serve::run(listener, router(state), shutdown).await
 }
 
 /// Without a token: the Host check, on every route. With one: the token, on every
