@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
-use rustsocks::config::{Config, LogFormat, LoggingConfig};
+use rustsocks::config::{Config, ConfigError, LogFormat, LoggingConfig};
 use rustsocks::Server;
 
 #[derive(Parser)]
@@ -59,12 +59,18 @@ fn load(path: Option<&Path>, bind: Option<SocketAddr>) -> anyhow::Result<Config>
     Ok(config)
 }
 
+/// Everything start-up would check before binding (validation reads the token
+/// file and looks at the database file), plus whether the ports are free where
+/// that can be seen without binding them.
 fn check_config(file: &Path) -> anyhow::Result<()> {
     let config = load(Some(file), None)?;
-    // Read the token file too: the server refuses to start without it.
-    config.api_token()?;
     for warning in config.warnings() {
         println!("warning: {warning}");
+    }
+    match config.ports_in_use() {
+        Ok(in_use) if in_use.is_empty() => {}
+        Ok(in_use) => return Err(ConfigError::Unusable(in_use).into()),
+        Err(unchecked) => println!("note: {unchecked}"),
     }
     println!("OK");
     Ok(())

@@ -560,7 +560,13 @@ async fn with_sessions_off_nothing_is_kept_and_the_api_says_so() {
 fn a_database_that_cannot_be_opened_stops_start_up_naming_the_url() {
     let dir = TempDir::new();
     let path = dir.path().join("c.toml");
-    let url = "sqlite:///nonexistent-dir/for/sure/history.db";
+    // A SQLite header over garbage: the file looks like a database (so validation
+    // lets it through) but SQLite cannot open it.
+    let db = dir.path().join("broken.db");
+    let mut bytes = b"SQLite format 3\0".to_vec();
+    bytes.extend([0xAB; 200]);
+    std::fs::write(&db, &bytes).unwrap();
+    let url = format!("sqlite://{}", db.display());
     std::fs::write(
         &path,
         format!("[server]\nbind_port = 0\n[api]\nport = 0\n[sessions]\ndatabase_url = \"{url}\"\n"),
