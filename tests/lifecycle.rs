@@ -294,6 +294,75 @@ fn check_config_reports_a_port_already_in_use() {
     assert_eq!(stdout.trim(), "OK");
 }
 
+/// Runs the binary with `args` and backtraces asked for in every way (anyhow reads
+/// `RUST_LIB_BACKTRACE` first, then `RUST_BACKTRACE`); returns (status, stderr).
+fn run_asking_for_backtraces(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let cwd = TempDir::new();
+    let out = std::process::Command::new(common::binary())
+        .current_dir(cwd.path())
+        .args(args)
+        .env("RUST_BACKTRACE", "full")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run rustsocks");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_start_up_error_is_one_line_without_a_backtrace() {
+    let dir = TempDir::new();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nmax_connections = 0\n").unwrap();
+    let missing = dir.path().join("missing.toml");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let busy = dir.path().join("busy.toml");
+    std::fs::write(
+        &busy,
+        format!("[server]\nbind_port = {port}\n[api]\nport = 0\n[sessions]\nenabled = false\n"),
+    )
+    .unwrap();
+    let (bad, missing, busy) = (
+        bad.to_str().unwrap(),
+        missing.to_str().unwrap(),
+        busy.to_str().unwrap(),
+    );
+    let problem = "error: invalid configuration: server.max_connections = 0: expected at least 1";
+    let cases: [(&[&str], String, &str); 4] = [
+        (&["--config", bad], problem.into(), ""),
+        (&["check-config", bad], problem.into(), ""),
+        (
+            &["--config", missing],
+            format!("error: cannot read config file {missing}: "),
+            "No such file or directory",
+        ),
+        (
+            &["--config", busy],
+            format!("error: cannot listen on 127.0.0.1:{port}: "),
+            "Address already in use",
+        ),
+    ];
+    for (args, start, cause) in cases {
+        let (status, stderr) = run_asking_for_backtraces(args);
+        assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{args:?}: not one line:\n{stderr}"
+        );
+        assert!(stderr.starts_with(&start), "{args:?}: {stderr}");
+        // The cause is given once, not repeated by the error chain.
+        if !cause.is_empty() {
+            assert_eq!(stderr.matches(cause).count(), 1, "{args:?}: {stderr}");
+        }
+        assert!(!stderr.contains("acktrace"), "{args:?}: {stderr}");
+    }
+}
+
 #[tokio::test]
 async fn bind_flag_overrides_the_file() {
     let dir = TempDir::new();

@@ -55,11 +55,14 @@ pub enum ConfigError {
     Unusable(Vec<Problem>),
 }
 
-/// The heading, then each problem on a line of its own.
+/// One problem on the heading's line; several, each on a line of its own below it.
 fn format_problems(heading: &str, problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .fold(format!("{heading}:"), |out, p| format!("{out}\n  - {p}"))
+    match problems {
+        [one] => format!("{heading}: {one}"),
+        _ => problems
+            .iter()
+            .fold(format!("{heading}:"), |out, p| format!("{out}\n  - {p}")),
+    }
 }
 
 impl Config {
