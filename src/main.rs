@@ -1,13 +1,15 @@
 //! Command-line edge: parses arguments, loads the configuration, sets up logging,
-//! runs the server until SIGINT/SIGTERM. The only place that uses `anyhow`.
+//! runs the server until SIGINT/SIGTERM. The only place that uses `anyhow`, and
+//! where an error becomes one line on stderr and exit code 1.
 
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
-use rustsocks::config::{Config, LogFormat, LoggingConfig};
+use rustsocks::config::{Config, ConfigError, LogFormat, LoggingConfig};
 use rustsocks::Server;
 
 #[derive(Parser)]
@@ -37,13 +39,37 @@ enum Cmd {
     HashPassword,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let result = match cli.command {
         Some(Cmd::CheckConfig { file }) => check_config(&file),
         Some(Cmd::HashPassword) => hash_password(),
         None => run(cli.config.as_deref(), cli.bind),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {}", one_line(&error));
+            ExitCode::FAILURE
+        }
     }
+}
+
+/// The error and its causes joined on one line, each cause once (several messages
+/// already quote their source: `cannot read config file PATH: No such file ...`).
+/// Never a backtrace, whatever `RUST_BACKTRACE` says: returning the error from
+/// `main` would print anyhow's `Debug` form, which adds one when it is set. A
+/// configuration with several problems is the exception: one line for each.
+fn one_line(error: &anyhow::Error) -> String {
+    let mut line = error.to_string();
+    for cause in error.chain().skip(1) {
+        let cause = cause.to_string();
+        if !line.contains(&cause) {
+            line.push_str(": ");
+            line.push_str(&cause);
+        }
+    }
+    line
 }
 
 fn load(path: Option<&Path>, bind: Option<SocketAddr>) -> anyhow::Result<Config> {
@@ -59,12 +85,18 @@ fn load(path: Option<&Path>, bind: Option<SocketAddr>) -> anyhow::Result<Config>
     Ok(config)
 }
 
+/// Everything start-up would check before binding (validation reads the token
+/// file and looks at the database file), plus whether the ports are free where
+/// that can be seen without binding them.
 fn check_config(file: &Path) -> anyhow::Result<()> {
     let config = load(Some(file), None)?;
-    // Read the token file too: the server refuses to start without it.
-    config.api_token()?;
     for warning in config.warnings() {
         println!("warning: {warning}");
+    }
+    match config.ports_in_use() {
+        Ok(in_use) if in_use.is_empty() => {}
+        Ok(in_use) => return Err(ConfigError::Unusable(in_use).into()),
+        Err(unchecked) => println!("note: {unchecked}"),
     }
     println!("OK");
     Ok(())

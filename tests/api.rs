@@ -120,6 +120,151 @@ async fn with_a_token_every_route_but_health_needs_it() {
     assert_eq!(status, 200);
 }
 
+/// A hand-written request with the given `Host` (none: no Host header) and an
+/// `Origin`, as a page from another site would send it.
+fn from_page(method: &str, path: &str, host: Option<&str>) -> Vec<u8> {
+    let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
+    format!(
+        "{method} {path} HTTP/1.1\r\n{host}Origin: http://evil.example\r\n\
+         Access-Control-Request-Method: GET\r\nConnection: close\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn assert_no_cors(r: &http::Response, what: &str) {
+    let cors: Vec<_> = r
+        .headers
+        .iter()
+        .filter(|(k, _)| k.to_ascii_lowercase().starts_with("access-control-"))
+        .collect();
+    assert!(cors.is_empty(), "{what}: CORS headers {cors:?}");
+}
+
+/// A page that rebinds its own name to 127.0.0.1 reaches the API with its own name
+/// as `Host`: without a token, only loopback names and addresses are answered.
+#[tokio::test]
+async fn without_a_token_only_loopback_hosts_are_answered() {
+    let proxy = Proxy::start(&config("", ""));
+    let addr = api(&proxy);
+    let port = addr.port().to_string();
+    let paths = ["/health", "/", "/assets/app.js", "/api/sessions/active"];
+    for host in [
+        "127.0.0.1",
+        "127.0.0.1:PORT",
+        "127.1.2.3:PORT",
+        "localhost",
+        "localhost:PORT",
+        "LocalHost.:PORT",
+        "dashboard.localhost:PORT",
+        "[::1]",
+        "[::1]:PORT",
+    ] {
+        let host = host.replace("PORT", &port);
+        for path in paths {
+            let r = http::raw(addr, &from_page("GET", path, Some(&host))).await;
+            assert_eq!(r.status, 200, "Host {host} GET {path}: {}", r.text());
+            assert_no_cors(&r, &format!("Host {host} GET {path}"));
+        }
+    }
+    for host in [
+        Some("evil.example"),
+        Some("evil.example:PORT"),
+        Some("127.0.0.1.evil.example:PORT"),
+        Some("localhost.evil.example"),
+        Some("10.1.2.3:PORT"),
+        Some("0.0.0.0:PORT"),
+        Some(""),
+        None,
+    ] {
+        let host = host.map(|h| h.replace("PORT", &port));
+        for (method, path) in paths.iter().map(|p| ("GET", *p)).chain([
+            ("POST", "/api/sessions/{id}/terminate"),
+            ("OPTIONS", "/health"),
+        ]) {
+            let path = concrete(path);
+            let what = format!("Host {host:?} {method} {path}");
+            let r = http::raw(addr, &from_page(method, &path, host.as_deref())).await;
+            assert_eq!(r.status, 403, "{what}: {}", r.text());
+            assert_no_cors(&r, &what);
+            let body = r.json();
+            assert_eq!(body["error"], "forbidden_host", "{what}");
+            assert_eq!(body["header"], "Host", "{what}");
+            let message = body["message"].as_str().unwrap();
+            assert!(message.contains("DNS rebinding"), "{what}: {message}");
+            match &host {
+                Some(h) => assert!(
+                    message.contains(&format!("Host header `{h}` is not a loopback")),
+                    "{what}: {message}"
+                ),
+                None => assert!(message.contains("no Host header"), "{what}: {message}"),
+            }
+        }
+    }
+    // HTTP/1.0 has no Host requirement; the guard still wants one.
+    let r = http::raw(addr, b"GET /health HTTP/1.0\r\n\r\n").await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    let twice = format!("GET /health HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nHost: evil.example\r\nConnection: close\r\n\r\n");
+    let r = http::raw(addr, twice.as_bytes()).await;
+    assert_ne!(r.status, 200, "two Host headers: {}", r.text());
+}
+
+/// With a token the token is the protection: any Host is answered, and a request
+/// from a page still gets no CORS permission.
+#[tokio::test]
+async fn with_a_token_the_host_is_not_checked() {
+    let proxy = Proxy::start(&config(
+        "",
+        &format!("[api]\nport = 0\ntoken = \"{TOKEN}\"\n"),
+    ));
+    let addr = api(&proxy);
+    let r = http::raw(addr, &from_page("GET", "/health", Some("evil.example"))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_no_cors(&r, "GET /health");
+    let r = http::raw(
+        addr,
+        &from_page("GET", "/api/pool/stats", Some("evil.example")),
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_no_cors(&r, "GET /api/pool/stats without the token");
+    let with_token = format!(
+        "GET /api/pool/stats HTTP/1.1\r\nHost: evil.example\r\nOrigin: http://evil.example\r\n\
+         Authorization: Bearer {TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    let r = http::raw(addr, with_token.as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_no_cors(&r, "GET /api/pool/stats with the token");
+}
+
+/// A request with `kib` filler headers of exactly 1 KiB each (as cookies would be),
+/// plus the request line and `Host`.
+fn request_with_headers(addr: SocketAddr, kib: usize) -> Vec<u8> {
+    let mut head = format!("GET /health HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for n in 0..kib {
+        let name = format!("X-Filler-{n:04}: ");
+        head.push_str(&name);
+        head.push_str(&"a".repeat(1024 - name.len() - 2));
+        head.push_str("\r\n");
+    }
+    head.push_str("\r\n");
+    head.into_bytes()
+}
+
+#[tokio::test]
+async fn request_headers_over_16_kb_get_431_and_the_connection_closes() {
+    let proxy = Proxy::start(&config("", ""));
+    let addr = api(&proxy);
+    // `raw` reads until the server closes, under a time limit: a hang fails it.
+    let r = http::raw(addr, &request_with_headers(addr, 17)).await;
+    assert_eq!(r.status, 431, "{}", r.text());
+    let r = http::raw(addr, &request_with_headers(addr, 64)).await;
+    assert_eq!(r.status, 431, "{}", r.text());
+    // Headers just under the limit are still served.
+    let r = http::raw(addr, &request_with_headers(addr, 15)).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(get(addr, "/health", None).await.json()["status"], "ok");
+}
+
 #[tokio::test]
 async fn unknown_routes_and_methods_get_json_errors() {
     let proxy = Proxy::start(&config("", ""));

@@ -108,17 +108,17 @@ fn open_proxy_is_refused_at_start_up() {
 
 #[test]
 fn check_config_reports_ok_or_every_problem() {
-    let (status, stdout, _) = run_cli(
-        &[
-            "check-config",
-            concat!(env!("CARGO_MANIFEST_DIR"), "/config/rustsocks.toml"),
-        ],
-        "",
-    );
-    assert!(status.success());
-    assert_eq!(stdout.trim(), "OK");
     let dir = TempDir::new();
     let path = dir.path().join("c.toml");
+    // The example as shipped, on ports nothing on this machine can hold (check-config
+    // also reports a port already in use).
+    let example = include_str!("../config/rustsocks.toml")
+        .replace("bind_port = 1080", "bind_port = 0")
+        .replace("port = 9090", "port = 0");
+    std::fs::write(&path, example).unwrap();
+    let (status, stdout, _) = run_cli(&["check-config", path.to_str().unwrap()], "");
+    assert!(status.success(), "{stdout}");
+    assert_eq!(stdout.trim(), "OK");
     std::fs::write(
         &path,
         "[server]\nhandshake_timeout_ms = 0\n[auth]\nsocks_method = \"userpass\"\n",
@@ -141,6 +141,247 @@ fn check_config_reports_ok_or_every_problem() {
     let (status, stdout, stderr) = run_cli(&["check-config", path.to_str().unwrap()], "");
     assert!(!status.success(), "{stdout}");
     assert!(stderr.contains("no-such-token"), "{stderr}");
+}
+
+/// Runs `check-config` and then the server on `toml`; both must fail, with every
+/// one of `needles` in the message. The server must fail before it is ready.
+fn check_and_start_fail(toml: &str, needles: &[&str]) {
+    let dir = TempDir::new();
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, toml).unwrap();
+    let path = path.to_str().unwrap();
+    for args in [&["check-config", path][..], &["--config", path][..]] {
+        let (status, stdout, stderr) = run_cli(args, "");
+        assert!(!status.success(), "{args:?} succeeded: {stdout}{stderr}");
+        assert!(!stdout.contains("OK"), "{args:?}: {stdout}");
+        for needle in needles {
+            assert!(
+                stderr.contains(needle),
+                "{args:?}: no {needle:?} in {stderr}"
+            );
+        }
+        assert!(!stderr.contains("listener ready"), "{stderr}");
+    }
+}
+
+#[test]
+fn a_token_file_that_cannot_be_read_is_named_with_its_key_and_cause() {
+    let dir = TempDir::new();
+    let missing = dir.path().join("no-such-token");
+    check_and_start_fail(
+        &format!(
+            "[server]\nbind_port = 0\n[api]\nport = 0\ntoken_file = \"{}\"\n",
+            missing.display()
+        ),
+        &[
+            &format!("api.token_file = \"{}\"", missing.display()),
+            "(it does not exist)",
+        ],
+    );
+    check_and_start_fail(
+        &format!(
+            "[server]\nbind_port = 0\n[api]\nport = 0\ntoken_file = \"{}\"\n",
+            dir.path().display()
+        ),
+        &[
+            &format!("api.token_file = \"{}\"", dir.path().display()),
+            "(it is a directory)",
+        ],
+    );
+}
+
+#[test]
+fn socks_and_api_on_one_port_are_refused_when_their_addresses_overlap() {
+    let port = upstream::closed_port().port();
+    for (socks, api) in [
+        ("127.0.0.1", "127.0.0.1"),
+        ("0.0.0.0", "127.0.0.1"),
+        ("127.0.0.1", "::"),
+    ] {
+        check_and_start_fail(
+            &format!(
+                "[server]\nbind_address = \"{socks}\"\nbind_port = {port}\nallow_open_proxy = true\n\
+                 [api]\nbind_address = \"{api}\"\nport = {port}\ntoken = \"t\"\n\
+                 [sessions]\nenabled = false\n"
+            ),
+            &[&format!("api.port = {port}: expected a port other than server.bind_port")],
+        );
+    }
+    // Different loopback addresses may share a port number.
+    let dir = TempDir::new();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nbind_address = \"127.0.0.1\"\nbind_port = {port}\n\
+             [api]\nbind_address = \"127.0.0.2\"\nport = {port}\n[sessions]\nenabled = false\n"
+        ),
+    )
+    .unwrap();
+    let (status, stdout, stderr) = run_cli(&["check-config", path.to_str().unwrap()], "");
+    assert!(status.success(), "{stdout}{stderr}");
+}
+
+#[test]
+fn a_database_in_a_missing_directory_is_refused_naming_the_key() {
+    let dir = TempDir::new();
+    let db = dir.path().join("no-such-dir").join("history.db");
+    check_and_start_fail(
+        &format!(
+            "[server]\nbind_port = 0\n[api]\nport = 0\n[sessions]\ndatabase_url = \"sqlite://{}\"\n",
+            db.display()
+        ),
+        &[
+            &format!("sessions.database_url = \"sqlite://{}\"", db.display()),
+            "expected a file in an existing directory",
+            "no-such-dir: it does not exist",
+        ],
+    );
+    assert!(!db.parent().unwrap().exists(), "the directory was created");
+}
+
+#[test]
+fn a_file_that_is_not_sqlite_is_refused_and_left_as_it_was() {
+    let dir = TempDir::new();
+    for (name, bytes) in [
+        ("one-byte.db", &b"x"[..]),
+        ("notes.txt", b"meeting notes\n"),
+    ] {
+        let db = dir.path().join(name);
+        std::fs::write(&db, bytes).unwrap();
+        check_and_start_fail(
+            &format!(
+                "[server]\nbind_port = 0\n[api]\nport = 0\n[sessions]\ndatabase_url = \"sqlite://{}\"\n",
+                db.display()
+            ),
+            &[
+                &format!("sessions.database_url = \"sqlite://{}\"", db.display()),
+                "is not a SQLite database",
+            ],
+        );
+        assert_eq!(std::fs::read(&db).unwrap(), bytes, "{name} was modified");
+        for suffix in ["-wal", "-shm", "-journal"] {
+            let side = dir.path().join(format!("{name}{suffix}"));
+            assert!(!side.exists(), "{} was created", side.display());
+        }
+    }
+}
+
+#[test]
+fn check_config_reports_a_port_already_in_use() {
+    if std::fs::metadata("/proc/net/tcp").is_err() {
+        // Without the kernel's socket table the check says it could not look.
+        let (status, stdout, _) = run_cli(
+            &[
+                "check-config",
+                concat!(env!("CARGO_MANIFEST_DIR"), "/config/rustsocks.toml"),
+            ],
+            "",
+        );
+        assert!(status.success());
+        assert!(stdout.contains("note: could not check whether"), "{stdout}");
+        return;
+    }
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let dir = TempDir::new();
+    let path = dir.path().join("c.toml");
+    for (toml, key) in [
+        (format!("[server]\nbind_port = {port}\n[api]\nport = 0\n"), "server.bind_port"),
+        (format!("[server]\nbind_port = 0\n[api]\nport = {port}\n"), "api.port"),
+        // The unspecified address collides with a listener on loopback.
+        (
+            format!("[server]\nbind_port = 0\n[api]\nbind_address = \"0.0.0.0\"\nport = {port}\ntoken = \"t\"\n"),
+            "api.port",
+        ),
+    ] {
+        std::fs::write(&path, &toml).unwrap();
+        let (status, stdout, stderr) = run_cli(&["check-config", path.to_str().unwrap()], "");
+        assert!(!status.success(), "{toml}: {stdout}");
+        assert!(
+            stderr.contains(&format!("{key} = {port}: expected a free port"))
+                && stderr.contains(&format!("already listens on 127.0.0.1:{port}")),
+            "{toml}: {stderr}"
+        );
+    }
+    drop(held);
+    std::fs::write(
+        &path,
+        format!("[server]\nbind_port = {port}\n[api]\nport = 0\n"),
+    )
+    .unwrap();
+    let (status, stdout, _) = run_cli(&["check-config", path.to_str().unwrap()], "");
+    assert!(status.success(), "{stdout}");
+    assert_eq!(stdout.trim(), "OK");
+}
+
+/// Runs the binary with `args` and backtraces asked for in every way (anyhow reads
+/// `RUST_LIB_BACKTRACE` first, then `RUST_BACKTRACE`); returns (status, stderr).
+fn run_asking_for_backtraces(args: &[&str]) -> (std::process::ExitStatus, String) {
+    let cwd = TempDir::new();
+    let out = std::process::Command::new(common::binary())
+        .current_dir(cwd.path())
+        .args(args)
+        .env("RUST_BACKTRACE", "full")
+        .env("RUST_LIB_BACKTRACE", "1")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run rustsocks");
+    (
+        out.status,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_start_up_error_is_one_line_without_a_backtrace() {
+    let dir = TempDir::new();
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[server]\nmax_connections = 0\n").unwrap();
+    let missing = dir.path().join("missing.toml");
+    let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = held.local_addr().unwrap().port();
+    let busy = dir.path().join("busy.toml");
+    std::fs::write(
+        &busy,
+        format!("[server]\nbind_port = {port}\n[api]\nport = 0\n[sessions]\nenabled = false\n"),
+    )
+    .unwrap();
+    let (bad, missing, busy) = (
+        bad.to_str().unwrap(),
+        missing.to_str().unwrap(),
+        busy.to_str().unwrap(),
+    );
+    let problem = "error: invalid configuration: server.max_connections = 0: expected at least 1";
+    let cases: [(&[&str], String, &str); 4] = [
+        (&["--config", bad], problem.into(), ""),
+        (&["check-config", bad], problem.into(), ""),
+        (
+            &["--config", missing],
+            format!("error: cannot read config file {missing}: "),
+            "No such file or directory",
+        ),
+        (
+            &["--config", busy],
+            format!("error: cannot listen on 127.0.0.1:{port}: "),
+            "Address already in use",
+        ),
+    ];
+    for (args, start, cause) in cases {
+        let (status, stderr) = run_asking_for_backtraces(args);
+        assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+        assert_eq!(
+            stderr.lines().count(),
+            1,
+            "{args:?}: not one line:\n{stderr}"
+        );
+        assert!(stderr.starts_with(&start), "{args:?}: {stderr}");
+        // The cause is given once, not repeated by the error chain.
+        if !cause.is_empty() {
+            assert_eq!(stderr.matches(cause).count(), 1, "{args:?}: {stderr}");
+        }
+        assert!(!stderr.contains("acktrace"), "{args:?}: {stderr}");
+    }
 }
 
 #[tokio::test]

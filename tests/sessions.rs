@@ -251,6 +251,78 @@ async fn history_filters_pages_sorts_and_stats_add_up() {
     );
 }
 
+/// Active sessions are paged like history: a default page of 50, at most 1000,
+/// the total of all, oldest first across pages; bad values name the parameter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn active_sessions_are_paged_like_history() {
+    let proxy = Proxy::start(&config("", ""));
+    let addr = api(&proxy);
+    let echo = upstream::echo();
+    let mut open = Vec::new();
+    for _ in 0..53 {
+        let mut s = socks::tunnel(proxy.addr, echo).await;
+        assert_echo(&mut s, b"x").await;
+        open.push(s);
+    }
+    let first = get(addr, "/api/sessions/active", None).await.json();
+    assert_eq!(
+        (&first["total"], &first["page"], &first["page_size"]),
+        (&53.into(), &1.into(), &50.into()),
+        "{first}"
+    );
+    assert_eq!(first["sessions"].as_array().unwrap().len(), 50);
+    let mut ids = Vec::new();
+    let mut starts = Vec::new();
+    for page in 1..=6 {
+        let r = get(
+            addr,
+            &format!("/api/sessions/active?page={page}&page_size=10"),
+            None,
+        )
+        .await
+        .json();
+        assert_eq!((&r["total"], &r["page_size"]), (&53.into(), &10.into()));
+        let list = r["sessions"].as_array().unwrap();
+        assert_eq!(list.len(), if page < 6 { 10 } else { 3 }, "page {page}");
+        for s in list {
+            assert_eq!(s["status"], "active");
+            ids.push(s["id"].as_str().unwrap().to_owned());
+            starts.push(s["started_at"].as_str().unwrap().to_owned());
+        }
+    }
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), 53, "pages overlap");
+    assert!(starts.windows(2).all(|w| w[0] <= w[1]), "not oldest first");
+    let past = get(addr, "/api/sessions/active?page=7&page_size=10", None)
+        .await
+        .json();
+    assert_eq!(
+        (
+            past["total"].as_u64(),
+            past["sessions"].as_array().map(Vec::len)
+        ),
+        (Some(53), Some(0))
+    );
+    let all = get(addr, "/api/sessions/active?page_size=1000", None)
+        .await
+        .json();
+    assert_eq!(all["sessions"].as_array().unwrap().len(), 53);
+    for (query, param) in [
+        ("page_size=0", "page_size"),
+        ("page_size=1001", "page_size"),
+        ("page_size=ten", "page_size"),
+        ("page=0", "page"),
+        ("page=-1", "page"),
+        ("page=1&page=2", "page"),
+        ("limit=5", "limit"),
+    ] {
+        let r = get(addr, &format!("/api/sessions/active?{query}"), None).await;
+        assert_eq!(r.status, 400, "{query}: {}", r.text());
+        assert_eq!(r.json()["parameter"], param, "{query}: {}", r.text());
+    }
+    drop(open);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminate_ends_a_long_transfer_and_is_recorded() {
     let proxy = Proxy::start(&config("", "[sessions]\nbatch_interval_ms = 50\n"));
@@ -262,7 +334,7 @@ async fn terminate_ends_a_long_transfer_and_is_recorded() {
     let mut s = socks::tunnel(proxy.addr, echo).await;
     assert_echo(&mut s, b"start").await;
     let active = get(api(&proxy), "/api/sessions/active", None).await.json();
-    assert_eq!(active["count"], 1);
+    assert_eq!(active["total"], 1);
     let record = &active["sessions"][0];
     assert_eq!(record["status"], "active");
     assert_eq!(record["bytes_client_to_upstream"], 5);
@@ -495,7 +567,13 @@ async fn with_sessions_off_nothing_is_kept_and_the_api_says_so() {
 fn a_database_that_cannot_be_opened_stops_start_up_naming_the_url() {
     let dir = TempDir::new();
     let path = dir.path().join("c.toml");
-    let url = "sqlite:///nonexistent-dir/for/sure/history.db";
+    // A SQLite header over garbage: the file looks like a database (so validation
+    // lets it through) but SQLite cannot open it.
+    let db = dir.path().join("broken.db");
+    let mut bytes = b"SQLite format 3\0".to_vec();
+    bytes.extend([0xAB; 200]);
+    std::fs::write(&db, &bytes).unwrap();
+    let url = format!("sqlite://{}", db.display());
     std::fs::write(
         &path,
         format!("[server]\nbind_port = 0\n[api]\nport = 0\n[sessions]\ndatabase_url = \"{url}\"\n"),

@@ -19,6 +19,12 @@ pub enum ApiError {
     RepeatedParam(String),
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    #[error(
+        "{0}: without api.token the API answers only requests whose Host is a loopback \
+         name or address (localhost, 127.0.0.0/8, [::1]), so that a web page cannot reach \
+         it by DNS rebinding"
+    )]
+    ForbiddenHost(HostProblem),
     #[error("no route for {method} {path}")]
     NotFound { method: String, path: String },
     #[error("method {method} not allowed on {path}")]
@@ -35,6 +41,17 @@ pub enum ApiError {
     Store(#[from] crate::session::StoreError),
 }
 
+/// Why a request's `Host` header was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum HostProblem {
+    #[error("the request has no Host header")]
+    Missing,
+    #[error("the request has more than one Host header")]
+    Repeated,
+    #[error("Host header `{0}` is not a loopback name or address")]
+    NotLoopback(String),
+}
+
 impl ApiError {
     fn status(&self) -> StatusCode {
         match self {
@@ -42,6 +59,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::ForbiddenHost(_) => StatusCode::FORBIDDEN,
             Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             Self::BadSessionId { .. } => StatusCode::BAD_REQUEST,
@@ -55,6 +73,7 @@ impl ApiError {
         match self {
             Self::BadParam { .. } | Self::UnknownParam(_) | Self::RepeatedParam(_) => "bad_request",
             Self::Unauthorized => "unauthorized",
+            Self::ForbiddenHost(_) => "forbidden_host",
             Self::NotFound { .. } => "not_found",
             Self::MethodNotAllowed { .. } => "method_not_allowed",
             Self::BadSessionId { .. } => "bad_request",
@@ -72,6 +91,7 @@ impl IntoResponse for ApiError {
         match &self {
             Self::BadParam { name, .. } => body["parameter"] = json!(name),
             Self::UnknownParam(name) | Self::RepeatedParam(name) => body["parameter"] = json!(name),
+            Self::ForbiddenHost(_) => body["header"] = json!("Host"),
             _ => {}
         }
         let mut response = (self.status(), Json(body)).into_response();

@@ -4,13 +4,18 @@
 //! Handlers read snapshots and atomics; none takes a lock that the relay or the pool
 //! holds across work, so the API cannot slow the data path. With a token configured,
 //! every route but `/health` and the dashboard (`/`, `/assets/`) needs `Authorization: Bearer <token>`.
+//! Without one, every route answers only requests whose `Host` is loopback (`host.rs`).
+//! No response carries a CORS permission (`Access-Control-Allow-*`): a page from
+//! another origin cannot read any answer.
 
 mod dashboard;
 mod error;
 mod health;
+mod host;
 mod openapi;
 mod pool;
 mod query;
+mod serve;
 mod sessions;
 mod telemetry;
 
@@ -95,7 +100,7 @@ fn router(state: ApiState) -> Router {
     router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
 }
 
@@ -112,14 +117,17 @@ pub async fn serve(
             shutdown: shutdown.clone(),
         }),
     };
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    serve::run(listener, router(state), shutdown).await
 }
 
-async fn require_token(State(state): State<ApiState>, request: Request, next: Next) -> Response {
+/// Without a token: the Host check, on every route. With one: the token, on every
+/// route but the public ones (the token is the protection; Host is not checked).
+async fn guard(State(state): State<ApiState>, request: Request, next: Next) -> Response {
     let Some(token) = &state.inner.deps.token else {
-        return next.run(request).await;
+        return match host::check(request.headers(), request.uri()) {
+            Ok(()) => next.run(request).await,
+            Err(refused) => refused.into_response(),
+        };
     };
     if is_public(request.uri().path()) {
         return next.run(request).await;

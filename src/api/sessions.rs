@@ -18,7 +18,7 @@ use crate::session::{
     ActiveSession, HistoryQuery, SessionStore, Sessions, SortKey, Status, StoreError,
 };
 
-/// Largest page of history, and the default.
+/// Largest page of active sessions or history, and the default.
 const MAX_PAGE_SIZE: u64 = 1000;
 const DEFAULT_PAGE_SIZE: u64 = 50;
 /// Entries in the top-users and top-destinations lists.
@@ -58,14 +58,37 @@ fn live(s: &ActiveSession) -> Value {
     v
 }
 
-pub async fn active(State(state): State<ApiState>) -> Result<Json<Value>, ApiError> {
-    let list: Vec<Value> = sessions(&state)?
-        .registry()
-        .snapshot()
+/// `page` (1-based) and `page_size` of a paged list; the same for active sessions
+/// and history.
+fn page(p: &Params) -> Result<(u64, u64), ApiError> {
+    Ok((
+        p.int("page", 1, u32::MAX as u64, 1)?,
+        p.int("page_size", 1, MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE)?,
+    ))
+}
+
+/// Active sessions, oldest first, one page at a time: a busy server has thousands,
+/// and live counts are read for the page only.
+pub async fn active(
+    State(state): State<ApiState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let sessions = sessions(&state)?;
+    let (page, page_size) = page(&Params::parse(raw.as_deref(), &["page", "page_size"])?)?;
+    let all = sessions.registry().snapshot();
+    let skip = usize::try_from((page - 1) * page_size).unwrap_or(usize::MAX);
+    let list: Vec<Value> = all
         .iter()
+        .skip(skip)
+        .take(page_size as usize)
         .map(|s| live(s))
         .collect();
-    Ok(Json(json!({ "count": list.len(), "sessions": list })))
+    Ok(Json(json!({
+        "total": all.len(),
+        "page": page,
+        "page_size": page_size,
+        "sessions": list,
+    })))
 }
 
 pub async fn history(
@@ -88,6 +111,7 @@ pub async fn history(
             "page_size",
         ],
     )?;
+    let (page, page_size) = page(&p)?;
     let descending = match p.get("order") {
         None | Some("desc") => true,
         Some("asc") => false,
@@ -111,8 +135,8 @@ pub async fn history(
             .parsed::<SortKey>("sort", "one of start, duration, bytes")?
             .unwrap_or(SortKey::Start),
         descending,
-        page: p.int("page", 1, u32::MAX as u64, 1)?,
-        page_size: p.int("page_size", 1, MAX_PAGE_SIZE, DEFAULT_PAGE_SIZE)?,
+        page,
+        page_size,
     };
     let page = query(store, move |s| s.history(&q)).await?;
     Ok(Json(serde_json::to_value(page).unwrap_or_default()))

@@ -8,7 +8,9 @@
 
 mod api;
 mod auth;
+mod files;
 mod logging;
+mod ports;
 mod server;
 mod sessions;
 mod validate;
@@ -20,6 +22,7 @@ use serde::Deserialize;
 pub use api::{ApiConfig, TelemetryConfig};
 pub use auth::{AuthConfig, Secret, SocksMethod, UserEntry};
 pub use logging::{LogFormat, LogLevel, LoggingConfig};
+pub use ports::PortsUnchecked;
 pub use server::{PoolSection, ServerConfig};
 pub use sessions::SessionsConfig;
 pub use validate::Problem;
@@ -45,16 +48,21 @@ pub enum ConfigError {
     },
     #[error("config file {path} is not valid: {message}")]
     Parse { path: PathBuf, message: String },
-    #[error("invalid configuration:\n{}", format_problems(.0))]
+    #[error("{}", format_problems("invalid configuration", .0))]
     Invalid(Vec<Problem>),
+    /// Valid, but the server could not start with it now (a port already in use).
+    #[error("{}", format_problems("the server cannot start with this configuration", .0))]
+    Unusable(Vec<Problem>),
 }
 
-fn format_problems(problems: &[Problem]) -> String {
-    problems
-        .iter()
-        .map(|p| format!("  - {p}"))
-        .collect::<Vec<_>>()
-        .join("\n")
+/// One problem on the heading's line; several, each on a line of its own below it.
+fn format_problems(heading: &str, problems: &[Problem]) -> String {
+    match problems {
+        [one] => format!("{heading}: {one}"),
+        _ => problems
+            .iter()
+            .fold(format!("{heading}:"), |out, p| format!("{out}\n  - {p}")),
+    }
 }
 
 impl Config {
@@ -94,19 +102,9 @@ impl Config {
         let Some(path) = &self.api.token_file else {
             return Ok(None);
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.clone(),
-            source,
-        })?;
-        let token = text.trim_end_matches(['\r', '\n']);
-        if token.is_empty() {
-            return Err(ConfigError::Invalid(vec![Problem {
-                key: "api.token_file".into(),
-                value: format!("\"{}\"", path.display()),
-                expected: "a file holding a non-empty token".into(),
-            }]));
-        }
-        Ok(Some(Secret::new(token)))
+        files::read_token_file(path)
+            .map(Some)
+            .map_err(|problem| ConfigError::Invalid(vec![problem]))
     }
 
     /// Things that are allowed but worth telling the operator at start-up.

@@ -128,7 +128,18 @@ fn problem_message_names_key_value_and_expectation() {
     };
     assert_eq!(
         err.to_string(),
-        "invalid configuration:\n  - server.max_connections = 0: expected at least 1"
+        "invalid configuration: server.max_connections = 0: expected at least 1"
+    );
+    let Err(err) = Config::from_toml("[server]\nmax_connections = 0\nhandshake_timeout_ms = 0\n")
+        .unwrap()
+        .validate()
+    else {
+        panic!("expected an error");
+    };
+    assert_eq!(
+        err.to_string(),
+        "invalid configuration:\n  - server.max_connections = 0: expected at least 1\n  \
+         - server.handshake_timeout_ms = 0: expected at least 1"
     );
 }
 

@@ -4,6 +4,7 @@
 
 use std::collections::HashSet;
 use std::fmt;
+use std::net::IpAddr;
 
 use super::{Config, SocksMethod};
 
@@ -15,7 +16,11 @@ pub struct Problem {
 }
 
 impl Problem {
-    fn new(key: impl Into<String>, value: impl fmt::Display, expected: impl Into<String>) -> Self {
+    pub(super) fn new(
+        key: impl Into<String>,
+        value: impl fmt::Display,
+        expected: impl Into<String>,
+    ) -> Self {
         Self {
             key: key.into(),
             value: value.to_string(),
@@ -104,7 +109,16 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     session_problems(config, &mut out);
     limit_problems(config, &mut out);
     user_problems(config, &mut out);
+    super::files::problems(config, &mut out);
     out
+}
+
+/// Whether two listeners on the same port would collide: the same address, or
+/// either one the unspecified address (which takes the port on every address).
+/// An IPv4-mapped IPv6 address counts as the IPv4 address.
+pub(super) fn overlaps(a: IpAddr, b: IpAddr) -> bool {
+    let (a, b) = (a.to_canonical(), b.to_canonical());
+    a == b || a.is_unspecified() || b.is_unspecified()
 }
 
 /// Ten years: longer than any timeout or retention means anything, and far enough
@@ -260,6 +274,23 @@ fn api_problems(config: &Config, out: &mut Vec<Problem>) {
     }
     if api.token.as_ref().is_some_and(|t| t.expose().is_empty()) {
         out.push(Problem::new("api.token", "\"\"", "a non-empty token"));
+    }
+    let socks = config.server.bind();
+    if api.enabled
+        && api.port != 0
+        && api.port == socks.port()
+        && overlaps(api.bind_address, socks.ip())
+    {
+        out.push(Problem::new(
+            "api.port",
+            api.port,
+            format!(
+                "a port other than server.bind_port ({}): the SOCKS listener on {socks} \
+                 and the API on {} cannot share it",
+                socks.port(),
+                api.bind()
+            ),
+        ));
     }
     let has_token = api.token.is_some() || api.token_file.is_some();
     if api.enabled && !api.bind_address.is_loopback() && !has_token {

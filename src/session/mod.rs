@@ -7,6 +7,7 @@
 //! `try_send`. During the relay the only cost is the byte counters, atomics the
 //! registry shares with the relay.
 
+mod db_file;
 mod record;
 mod registry;
 mod sqlite;
@@ -23,6 +24,7 @@ use prometheus_client::metrics::counter::Counter;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use db_file::{inspect_database_file, DatabaseFile};
 pub use record::{Finish, SessionRecord, Status, StoreOp};
 pub use registry::{ActiveSession, Registry};
 pub use sqlite::SqliteStore;

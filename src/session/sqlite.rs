@@ -2,6 +2,7 @@
 //! thread, one for API reads; WAL mode lets reads run while a batch is written.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime};
 
@@ -9,6 +10,7 @@ use rusqlite::types::Value;
 use rusqlite::{params, params_from_iter, Connection, OptionalExtension, Row};
 use uuid::Uuid;
 
+use super::db_file::{inspect_database_file, DatabaseFile};
 use super::record::{from_unix_ms, unix_ms, SessionRecord, Status, StoreOp};
 use super::store::{
     HistoryPage, HistoryQuery, SessionStats, SessionStore, SortKey, StoreError, TopEntry,
@@ -54,8 +56,14 @@ fn lock(c: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
 
 impl SqliteStore {
     /// Opens (creating if needed) and migrates the database at `path`. `url` is
-    /// only for error messages.
+    /// only for error messages. An existing file that is not a SQLite database is
+    /// refused and left as it is (config validation says so first, with the key).
     pub fn open(path: &str, url: &str) -> Result<Self, StoreError> {
+        if let Ok(DatabaseFile::NotSqlite) = inspect_database_file(Path::new(path)) {
+            return Err(StoreError::NotSqlite {
+                url: url.to_owned(),
+            });
+        }
         let open_err = |source| StoreError::Open {
             url: url.to_owned(),
             source,

@@ -16,6 +16,11 @@ pub enum StoreError {
         #[source]
         source: rusqlite::Error,
     },
+    #[error(
+        "session database {url}: the file exists and is not a SQLite database; \
+         refusing to open it (it is left untouched)"
+    )]
+    NotSqlite { url: String },
     #[error("session database: {0}")]
     Sqlite(#[from] rusqlite::Error),
     #[error("session store task did not complete")]

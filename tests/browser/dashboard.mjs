@@ -62,7 +62,7 @@ try {
 
   // Overview: the numbers are the API's.
   const active = await api('/api/sessions/active');
-  await until('overview shows the active sessions', async () => (await text('#active-count')) === String(active.count));
+  await until('overview shows the active sessions', async () => (await text('#active-count')) === String(active.total));
   const pool = await api('/api/pool/stats');
   await until('overview shows the idle pool connections', async () => (await text('#pool-idle')).startsWith(String(pool.stats.total_idle)));
   await page.waitForTimeout(2500); // two samples for the charts
@@ -95,8 +95,9 @@ try {
   // Sessions: active with live counts, history, the hostile name as text.
   await page.goto(`${base}/#sessions`);
   await page.locator('#history-table').waitFor();
-  const live = await api('/api/sessions/active');
-  check((await page.locator('#active-table tbody tr').count()) === live.count, 'active rows != API');
+  const live = await api('/api/sessions/active?page_size=20');
+  check((await page.locator('#active-table tbody tr').count()) === live.sessions.length, 'active rows != API page');
+  check((await text('#active-page')).includes(`(${live.total} active)`), 'active total != API');
   const hostile = '<img src=x onerror=alert(1)>:80';
   const cell = page.locator('#history-table td', { hasText: hostile });
   await until('the hostile destination is listed as text', async () => (await cell.count()) > 0);
@@ -117,7 +118,7 @@ try {
   await page.goto(`${base}/#sessions`);
   await page.locator('#active-table').waitFor();
   await page.locator('#active-table button.danger').first().click();
-  await until('the session is gone from the active list', async () => (await api('/api/sessions/active')).count === 0);
+  await until('the session is gone from the active list', async () => (await api('/api/sessions/active')).total === 0);
   await until('the page shows no active session', async () => (await page.locator('#active-table').count()) === 0);
   await shot('sessions-after-terminate');
 } catch (e) {

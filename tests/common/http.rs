@@ -32,19 +32,25 @@ impl Response {
     }
 }
 
-fn request_bytes(method: &str, path: &str, token: Option<&str>) -> Vec<u8> {
+/// The request's `Host` is the address it is sent to, as an HTTP client would send it
+/// (the API refuses a Host that is not loopback when it has no token).
+fn request_bytes(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Vec<u8> {
     let auth = token
         .map(|t| format!("Authorization: Bearer {t}\r\n"))
         .unwrap_or_default();
-    format!("{method} {path} HTTP/1.1\r\nHost: test\r\n{auth}Connection: close\r\nContent-Length: 0\r\n\r\n").into_bytes()
+    format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\nContent-Length: 0\r\n\r\n").into_bytes()
 }
 
 /// Sends one request and reads the whole response.
 pub async fn request(addr: SocketAddr, method: &str, path: &str, token: Option<&str>) -> Response {
+    raw(addr, &request_bytes(addr, method, path, token)).await
+}
+
+/// Sends `bytes` as they are (a request the test wrote by hand) and reads the whole
+/// response, until the server closes the connection.
+pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> Response {
     let mut s = TcpStream::connect(addr).await.expect("connect to API");
-    s.write_all(&request_bytes(method, path, token))
-        .await
-        .unwrap();
+    s.write_all(bytes).await.unwrap();
     let mut raw = Vec::new();
     tokio::time::timeout(LIMIT, s.read_to_end(&mut raw))
         .await
@@ -111,7 +117,7 @@ fn dechunk(mut rest: &[u8]) -> Vec<u8> {
 /// reading events as they come.
 pub async fn open_stream(addr: SocketAddr, path: &str, token: Option<&str>) -> (u16, TcpStream) {
     let mut s = TcpStream::connect(addr).await.expect("connect to API");
-    s.write_all(&request_bytes("GET", path, token))
+    s.write_all(&request_bytes(addr, "GET", path, token))
         .await
         .unwrap();
     let mut head = Vec::new();

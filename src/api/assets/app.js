@@ -179,12 +179,12 @@ pages.overview = async (main) => {
     c1.update();
     c2.update();
     const [active, pool, events] = await Promise.all([
-      api('/api/sessions/active').catch(() => null),
+      api('/api/sessions/active?page_size=1').catch(() => null),
       api('/api/pool/stats'),
       api('/api/telemetry/events?severity=warning&limit=5'),
     ]);
     cards.replaceChildren(
-      card('Active sessions', active ? fmtInt(active.count) : 'off', active ? 'tunnels' : '', 'Sessions relaying now (GET /api/sessions/active)', 'active-count'),
+      card('Active sessions', active ? fmtInt(active.total) : 'off', active ? 'tunnels' : '', 'Sessions relaying now (GET /api/sessions/active)', 'active-count'),
       pool.enabled
         ? card('Pool idle', `${fmtInt(pool.stats.total_idle)} / ${fmtInt(pool.config.max_total_idle)}`, 'connections', 'Idle pooled connections / server.pool.max_total_idle', 'pool-idle')
         : card('Pool', 'disabled', '', 'server.pool.enabled = false', 'pool-idle'),
@@ -257,22 +257,37 @@ pages.telemetry = async (main) => {
   return null;
 };
 
+/** Buttons to the previous and next page and "page P of N (T noun)" for a paged
+ *  list (`data` is the API's page); `go(n)` shows page n. */
+function pager(holder, data, id, noun, [back, forward], go) {
+  const last = Math.max(1, Math.ceil(data.total / data.page_size));
+  holder.replaceChildren(
+    el('button', { text: back, onclick: () => go(Math.max(1, data.page - 1)) }),
+    el('span', { id, text: `page ${data.page} of ${last} (${fmtInt(data.total)} ${noun})` }),
+    el('button', { text: forward, onclick: () => go(Math.min(last, data.page + 1)) }),
+  );
+  return last;
+}
+
+const PAGE_SIZE = 20;
 let historyPage = 1;
+let activePage = 1;
 pages.sessions = async (main) => {
   const active = el('div');
+  const activePager = el('div', { class: 'filters' });
   const f = { user: el('input', { id: 'f-user', placeholder: 'user' }), destination: el('input', { id: 'f-dest', placeholder: 'destination' }),
     status: el('select', { id: 'f-status' }, el('option', { value: '', text: 'any' }), ...['closed', 'failed', 'rejected', 'terminated'].map((s) => el('option', { value: s, text: s }))) };
   const history = el('div');
-  const pager = el('div', { class: 'filters' });
+  const historyPager = el('div', { class: 'filters' });
   const apply = el('button', { text: 'Search', onclick: () => { historyPage = 1; refresh(); } });
-  main.append(el('h2', { text: 'Active sessions' }), active, el('h2', { text: 'History' }),
-    el('div', { class: 'filters' }, el('label', {}, 'User', f.user), el('label', {}, 'Destination', f.destination), el('label', {}, 'Status', f.status), apply), history, pager);
+  main.append(el('h2', { text: 'Active sessions' }), active, activePager, el('h2', { text: 'History' }),
+    el('div', { class: 'filters' }, el('label', {}, 'User', f.user), el('label', {}, 'Destination', f.destination), el('label', {}, 'Status', f.status), apply), history, historyPager);
   // Ids are time-ordered (UUID v7): their start is the time, their end tells them apart.
   const link = (s) => el('a', { class: 'link', href: `#session/${s.id}`, title: s.id, text: s.id.slice(-12) });
   return async () => {
     const [act, hist] = await Promise.all([
-      api('/api/sessions/active'),
-      api(`/api/sessions/history?${new URLSearchParams(Object.fromEntries(Object.entries({ user: f.user.value, destination: f.destination.value, status: f.status.value }).filter(([, v]) => v)))}&page=${historyPage}&page_size=20`),
+      api(`/api/sessions/active?page=${activePage}&page_size=${PAGE_SIZE}`),
+      api(`/api/sessions/history?${new URLSearchParams(Object.fromEntries(Object.entries({ user: f.user.value, destination: f.destination.value, status: f.status.value }).filter(([, v]) => v)))}&page=${historyPage}&page_size=${PAGE_SIZE}`),
     ]);
     active.replaceChildren(table([
       { label: 'Id', render: link }, { label: 'User', key: 'user' }, { label: 'Client', key: 'client' }, { label: 'Destination', key: 'destination' },
@@ -284,19 +299,18 @@ pages.sessions = async (main) => {
         await api(`/api/sessions/${s.id}/terminate`, { method: 'POST' });
         refresh();
       } }) },
-    ], act.sessions, { id: 'active-table', rowId: (s) => s.id, empty: 'No active session.' }));
+    ], act.sessions, { id: 'active-table', rowId: (s) => s.id, empty: act.total ? 'No active session on this page.' : 'No active session.' }));
+    // Oldest first: later pages hold newer sessions. Sessions end while the page is
+    // open; past the last page, the next refresh shows the last one.
+    const lastActive = pager(activePager, act, 'active-page', 'active', ['‹ Older', 'Newer ›'], (n) => { activePage = n; refresh(); });
+    activePage = Math.min(activePage, lastActive);
     history.replaceChildren(table([
       { label: 'Id', render: link }, { label: 'Started', render: (s) => fmtTime(s.started_at) }, { label: 'User', key: 'user' },
       { label: 'Client', key: 'client' }, { label: 'Destination', key: 'destination' }, { label: 'Status', key: 'status' },
       { label: 'Reason', key: 'close_reason' }, { label: 'Duration', num: true, render: (s) => fmtDuration(s.duration_ms) },
       { label: 'Bytes', tip: 'Both directions', num: true, render: (s) => fmtBytes(s.bytes_client_to_upstream + s.bytes_upstream_to_client) },
     ], hist.sessions, { id: 'history-table', rowId: (s) => s.id, empty: 'No recorded session matches.' }));
-    const pages = Math.max(1, Math.ceil(hist.total / hist.page_size));
-    pager.replaceChildren(
-      el('button', { text: '‹ Newer', onclick: () => { historyPage = Math.max(1, historyPage - 1); refresh(); } }),
-      el('span', { id: 'history-page', text: `page ${hist.page} of ${pages} (${fmtInt(hist.total)} sessions)` }),
-      el('button', { text: 'Older ›', onclick: () => { historyPage = Math.min(pages, historyPage + 1); refresh(); } }),
-    );
+    pager(historyPager, hist, 'history-page', 'sessions', ['‹ Newer', 'Older ›'], (n) => { historyPage = n; refresh(); });
   };
 };
 

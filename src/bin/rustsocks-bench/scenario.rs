@@ -276,7 +276,7 @@ async fn api_get(api: SocketAddr, path: &str) -> anyhow::Result<Value> {
             .await
             .with_context(|| format!("connecting to the API at {api}"))?;
         s.write_all(
-            format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes(),
+            format!("GET {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\n\r\n").as_bytes(),
         )
         .await?;
         let mut raw = Vec::new();

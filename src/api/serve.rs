@@ -1,0 +1,69 @@
+//! The API's HTTP/1.1 connection loop: accepts connections, serves each with hyper
+//! under a request-head limit, and at shutdown lets every connection finish the
+//! response it is writing before the loop returns.
+//!
+//! `axum::serve` does not expose hyper's per-connection settings, so this is the
+//! same loop with the one setting it lacks: a request line plus headers over
+//! `MAX_HEAD_BYTES` get `431 Request Header Fields Too Large` and the connection is
+//! closed, instead of hyper's default of buffering about 400 KB per connection.
+
+use std::io;
+use std::pin::pin;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Largest request head (request line and headers) the API reads.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+
+/// After a failed accept (out of file descriptors, say), wait this long before the
+/// next: retrying at once would spin a core while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    shutdown: CancellationToken,
+) -> io::Result<()> {
+    let connections = TaskTracker::new();
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(error) => {
+                    tracing::warn!(%error, "management API: accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let service = TowerToHyperService::new(router.clone());
+        let shutdown = shutdown.clone();
+        connections.spawn(async move {
+            let mut builder = http1::Builder::new();
+            builder.max_header_size(MAX_HEAD_BYTES);
+            let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
+            let result = tokio::select! {
+                result = conn.as_mut() => result,
+                _ = shutdown.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(error) = result {
+                tracing::debug!(%error, "management API connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+    Ok(())
+}
