@@ -138,9 +138,10 @@ impl Listener {
         self.peak.saw(ctx.metrics.connections_active.inc() + 1);
         self.tracker.spawn(async move {
             conn::serve(stream, peer, &ctx, &cancel).await;
-            ctx.metrics.connections_active.dec();
+            // Places first, then the gauge: whoever sees the gauge drop may connect.
             drop(per_ip);
             drop(permit);
+            ctx.metrics.connections_active.dec();
         });
     }
 }
