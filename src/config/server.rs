@@ -15,7 +15,8 @@ pub struct ServerConfig {
     /// accepting until one closes.
     pub max_connections: usize,
     /// Open connections one client address may hold, so that one host cannot take
-    /// every slot; default (unset): a quarter of `max_connections`.
+    /// every slot; default (unset): a quarter of `max_connections`, at least 64
+    /// (or `max_connections` if smaller).
     pub max_connections_per_ip: Option<usize>,
     /// Bound on the greeting, authentication and request. (The upstream connect has
     /// `pool.connect_timeout_ms`; the wait for a BIND peer, `bind_timeout_secs`.)
@@ -74,10 +75,12 @@ impl ServerConfig {
         SocketAddr::new(self.bind_address, self.bind_port)
     }
 
-    /// `max_connections_per_ip`, or its default: a quarter of `max_connections`.
+    /// `max_connections_per_ip`, or its default: a quarter of `max_connections`, but
+    /// not below 64 (or `max_connections`, if that is smaller), so that a small
+    /// limit still lets one host open a browser's worth of connections.
     pub fn per_ip_limit(&self) -> usize {
         self.max_connections_per_ip
-            .unwrap_or((self.max_connections / 4).max(1))
+            .unwrap_or_else(|| (self.max_connections / 4).max(self.max_connections.min(64)))
     }
 
     pub fn handshake_timeout(&self) -> Duration {

@@ -222,10 +222,16 @@ fn values_too_large_to_mean_anything_are_refused_not_crashed_on() {
 
 #[test]
 fn per_ip_limit_defaults_to_a_quarter_and_must_fit_max_connections() {
-    let config = Config::from_toml("[server]\nmax_connections = 100\n").unwrap();
-    assert_eq!(config.server.per_ip_limit(), 25);
-    let config = Config::from_toml("[server]\nmax_connections = 2\n").unwrap();
-    assert_eq!(config.server.per_ip_limit(), 1);
+    let per_ip = |max: usize| {
+        Config::from_toml(&format!("[server]\nmax_connections = {max}\n"))
+            .unwrap()
+            .server
+            .per_ip_limit()
+    };
+    assert_eq!(per_ip(10_000), 2_500);
+    assert_eq!(per_ip(1_000), 250);
+    assert_eq!(per_ip(100), 64);
+    assert_eq!(per_ip(2), 2);
     let config =
         Config::from_toml("[server]\nmax_connections = 100\nmax_connections_per_ip = 100\n")
             .unwrap();
