@@ -13,7 +13,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use divan::Bencher;
-use rustsocks::pool::{ConnectionPool, PoolConfig};
+use rustsocks::connector::{ConnectionPool, PoolConfig};
 use rustsocks::protocol::TargetAddr;
 use tokio::net::TcpStream;
 use tokio::runtime::Runtime;

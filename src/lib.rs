@@ -2,7 +2,7 @@
 //!
 //! A connection flows through the modules in this order:
 //! `server::listener` (accept, limits) → `server::handshake` (greeting, `auth`,
-//! request, decoded by `protocol`) → `pool` (connector: pooled connection or direct dial) →
+//! request, decoded by `protocol`) → `connector` (resolve, check, pooled connection or dial) →
 //! `server::relay` (both directions, half-close, byte counts).
 //! `config` holds the typed configuration every stage is built from; `telemetry` is
 //! the operational event feed the stages report into, `metrics` the Prometheus
@@ -12,8 +12,8 @@ pub mod access;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod connector;
 pub mod metrics;
-pub mod pool;
 pub mod protocol;
 pub mod server;
 pub mod session;

@@ -15,7 +15,7 @@ use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::pool::ConnectionPool;
+use crate::connector::ConnectionPool;
 
 /// A label set of one `&'static str` pair: values come from fixed lists.
 pub type Label = [(&'static str, &'static str); 1];

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use common::{eventually, start_in_process, upstream};
 use rustsocks::config::PoolSection;
-use rustsocks::pool::{ConnectionPool, Connector, PoolConfig};
+use rustsocks::connector::{ConnectionPool, Connector, PoolConfig};
 use rustsocks::telemetry::Telemetry;
 
 #[tokio::test]
@@ -86,7 +86,7 @@ async fn disabled_pool_dials_every_time_and_keeps_nothing() {
     let connector = Connector::new(
         &PoolSection::default(),
         None,
-        Default::default(),
+        std::sync::Arc::new(rustsocks::access::OwnAddresses::default()),
         &Telemetry::start(&rustsocks::config::TelemetryConfig::default()),
     );
     assert!(connector.pool().is_none());

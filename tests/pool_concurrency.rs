@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use common::{start_in_process, upstream};
 use hdrhistogram::Histogram;
-use rustsocks::pool::{ConnectionPool, PoolConfig};
+use rustsocks::connector::{ConnectionPool, PoolConfig};
 use rustsocks::protocol::socks5::{Command, Reply, ReplyCode, Request};
 use rustsocks::protocol::{Encode, TargetAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

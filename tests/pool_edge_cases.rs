@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use common::socks::{self, LIMIT};
 use common::{eventually, start_in_process, upstream};
-use rustsocks::pool::{ConnectionPool, PoolConfig, UpstreamConn};
-use rustsocks::protocol::socks5::ReplyCode;
+use rustsocks::connector::{ConnectionPool, PoolConfig, UpstreamConn};
 use rustsocks::telemetry::{Category, Event, Severity, Telemetry};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
@@ -48,7 +47,10 @@ async fn closed_server_gets_refused_and_nothing_is_pooled() {
         .await
         .err()
         .expect("refused");
-    assert_eq!(err.reply(), ReplyCode::ConnectionRefused);
+    let rustsocks::connector::ConnectError::Connect { source, .. } = err else {
+        panic!("{err}")
+    };
+    assert_eq!(source.kind(), std::io::ErrorKind::ConnectionRefused);
     let stats = pool.get_stats();
     assert_eq!(
         (

@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 
 const POOL_ON: &str = "[server.pool]\nenabled = true\nconnect_timeout_ms = 300\n";
 
-fn stats(server: &ServerHandle) -> rustsocks::pool::PoolStats {
+fn stats(server: &ServerHandle) -> rustsocks::connector::PoolStats {
     server.pool().expect("pool enabled").get_stats()
 }
 

@@ -14,6 +14,8 @@
 
 use std::net::{IpAddr, SocketAddr};
 
+use crate::connector::{AddressCheck, Refusal};
+
 /// Ports this process listens on (SOCKS, API); see the module documentation.
 #[derive(Debug, Clone, Default)]
 pub struct OwnAddresses {
@@ -45,6 +47,18 @@ impl OwnAddresses {
             return false;
         }
         reaches_this_host(dest.ip())
+    }
+}
+
+impl AddressCheck for OwnAddresses {
+    fn check(&self, addr: SocketAddr) -> Result<(), Refusal> {
+        match self.contains(addr) {
+            true => Err(Refusal {
+                label: "own_address",
+                reason: "it is one of this proxy's own listening addresses",
+            }),
+            false => Ok(()),
+        }
     }
 }
 

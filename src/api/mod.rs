@@ -35,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 pub use error::ApiError;
 
 use crate::config::{PoolSection, Secret};
+use crate::connector::ConnectionPool;
 use crate::metrics::Metrics;
-use crate::pool::ConnectionPool;
 use crate::session::Sessions;
 use crate::telemetry::Telemetry;
 

@@ -12,7 +12,7 @@ use tracing::{debug, info, warn};
 use super::handshake::{self, HandshakeError, Negotiated, Version};
 use super::relay::{self, Counters, RelayEnd, RelayError, RelayOptions};
 use super::Context;
-use crate::pool::ConnectError;
+use crate::connector::ConnectError;
 use crate::protocol::socks5::{Command, ReplyCode};
 use crate::protocol::TargetAddr;
 use crate::session::{ActiveSession, Opening, Status};
@@ -107,11 +107,12 @@ async fn connect(
         Err(source) => {
             // Refused by a rule is not a failure of the upstream.
             let status = match source {
-                ConnectError::OwnAddress { .. } => Status::Rejected,
+                ConnectError::Refused { .. } => Status::Rejected,
                 _ => Status::Failed,
             };
             record_refusal(ctx, opening(&req, peer), status, &source.to_string());
-            let _ = reply(&client, &req, source.reply(), None).await;
+            let code = super::reply::for_connect_error(&source);
+            let _ = reply(&client, &req, code, None).await;
             return Err(ConnError::Connect {
                 dest: req.dest,
                 source,
@@ -357,15 +358,15 @@ fn record_failure(ctx: &Context, peer: SocketAddr, e: &ConnError) {
         ConnError::Handshake(HandshakeError::Io(_)) => handshake_failure("io_error"),
         ConnError::Connect {
             dest,
-            source: ConnectError::OwnAddress { .. },
+            source: ConnectError::Refused { refusal, .. },
         } => {
-            warn!(client = %peer, %dest, "refused a destination that is this proxy's own listener");
-            rejected("own_address");
+            warn!(client = %peer, %dest, reason = refusal.reason, "refused a destination");
+            rejected(refusal.label);
             return;
         }
         ConnError::Connect { dest, source } => {
             info!(client = %peer, error = %e, "upstream connect failed");
-            let reply = reply_label(source.reply());
+            let reply = super::reply::label(super::reply::for_connect_error(source));
             m.upstream_connect_failures
                 .get_or_create(&[("reply", reply)])
                 .inc();
@@ -428,15 +429,6 @@ fn outcome(end: &Result<RelayEnd, RelayError>) -> (Status, String) {
         Ok(RelayEnd::Shutdown) => closed("server shutdown"),
         Ok(RelayEnd::Terminated) => (Status::Terminated, "terminated via the API".to_owned()),
         Err(e) => (Status::Closed, e.to_string()),
-    }
-}
-
-fn reply_label(code: ReplyCode) -> &'static str {
-    match code {
-        ReplyCode::ConnectionRefused => "connection_refused",
-        ReplyCode::NetworkUnreachable => "network_unreachable",
-        ReplyCode::HostUnreachable => "host_unreachable",
-        _ => "general_failure",
     }
 }
 

@@ -26,7 +26,7 @@ pub(super) fn configure(listener: &TcpListener, keepalive: Option<Duration>) {
         tracing::warn!(error = %e, "could not set TCP_NODELAY on the listener");
     }
     if let Some(idle) = keepalive {
-        if let Err(e) = crate::pool::set_keepalive(sock, idle) {
+        if let Err(e) = crate::connector::set_keepalive(sock, idle) {
             tracing::warn!(error = %e, "could not set TCP keepalive on the listener");
         }
     }

@@ -8,6 +8,7 @@ mod conn;
 pub mod handshake;
 mod listener;
 pub mod relay;
+mod reply;
 mod trim;
 mod udp;
 
@@ -25,8 +26,8 @@ use crate::access::{OwnAddresses, PerIpLimit};
 use crate::api::{self, ApiDeps};
 use crate::auth::{self, AuthError, Authenticator};
 use crate::config::{Config, ConfigError};
+use crate::connector::{ConnectionPool, Connector};
 use crate::metrics::Metrics;
-use crate::pool::{ConnectionPool, Connector};
 use crate::session::{Sessions, StoreError};
 use crate::telemetry::{Signal, Telemetry};
 
@@ -92,7 +93,7 @@ impl Server {
         let connector = Connector::new(
             &config.server.pool,
             config.server.tcp_keepalive(),
-            own.clone(),
+            Arc::new(own.clone()),
             &telemetry,
         );
         let metrics = Arc::new(Metrics::new(connector.pool().cloned()));

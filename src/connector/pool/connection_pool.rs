@@ -17,12 +17,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::dial::{ConnectError, Dialer};
 use super::lease::{Lease, UpstreamConn};
 use super::liveness;
 use super::stats::{bump, DestShared, DestinationStats, PoolStats, Totals};
 use super::store::{lock, IdleConn, Shards};
 use crate::config::PoolSection;
+use crate::connector::{ConnectError, Dialer};
 use crate::protocol::TargetAddr;
 use crate::telemetry::{Signal, Telemetry};
 

@@ -1,30 +1,24 @@
 //! Connector stage: turns a requested destination into a connected upstream socket,
 //! from the connection pool when it is enabled, by a direct dial when it is not.
 //!
-//! Receives the destination from the request stage; hands the relay an
-//! `UpstreamConn`, or a `ConnectError` that knows its SOCKS reply code.
+//! Receives the destination from the request stage: resolves it (`resolve`),
+//! checks every address it stands for (`AddressCheck`, the access stage's rules) and
+//! dials (`Dialer`), or takes a connection from the pool (`pool`). Hands the relay an
+//! `UpstreamConn`, or a `ConnectError` saying what went wrong; which SOCKS reply
+//! that means is the server's business.
 
-mod connection_pool;
 mod dial;
-mod lease;
-mod liveness;
-mod reaper;
-mod stats;
-mod store;
+pub mod pool;
+mod resolve;
 
-#[cfg(test)]
-mod tests;
-
-pub use connection_pool::{ConnectionPool, PoolConfig};
 pub(crate) use dial::set_keepalive;
-pub use dial::{ConnectError, Dialer};
-pub use lease::UpstreamConn;
-pub use stats::{DestinationStats, PoolStats};
+pub use dial::{AddressCheck, ConnectError, Dialer, Refusal};
+pub use pool::{ConnectionPool, DestinationStats, PoolConfig, PoolStats, UpstreamConn};
+pub use resolve::resolve;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::access::OwnAddresses;
 use crate::config::PoolSection;
 use crate::protocol::TargetAddr;
 use crate::telemetry::Telemetry;
@@ -38,16 +32,16 @@ pub struct Connector {
 impl Connector {
     /// Must be called inside a Tokio runtime when the pool is enabled.
     /// `tcp_keepalive` applies to every upstream connection (`server.tcp_keepalive_secs`);
-    /// `own` are the proxy's listening addresses, never dialled.
+    /// `check` passes or refuses every address before it is dialled.
     pub fn new(
         config: &PoolSection,
         tcp_keepalive: Option<Duration>,
-        own: OwnAddresses,
+        check: Arc<dyn AddressCheck>,
         telemetry: &Telemetry,
     ) -> Self {
         let dialer = Dialer::new(config.connect_timeout())
             .with_keepalive(tcp_keepalive)
-            .refusing(Arc::new(own));
+            .checking(check);
         let pool = config.enabled.then(|| {
             let pool_config = PoolConfig {
                 tcp_keepalive,
