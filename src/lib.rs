@@ -10,6 +10,7 @@
 
 pub mod access;
 pub mod api;
+pub mod app;
 pub mod auth;
 pub mod config;
 pub mod connector;
@@ -19,5 +20,6 @@ pub mod server;
 pub mod session;
 pub mod telemetry;
 
+pub use app::{App, Running, StartError};
 pub use config::Config;
-pub use server::{Server, ServerHandle, ShutdownReport, StartError};
+pub use server::ShutdownReport;

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context as _};
 use clap::{Parser, Subcommand};
 use rustsocks::config::{Config, ConfigError, LogFormat, LoggingConfig};
-use rustsocks::Server;
+use rustsocks::App;
 
 #[derive(Parser)]
 #[command(
@@ -148,7 +148,7 @@ fn run(path: Option<&Path>, bind: Option<SocketAddr>) -> anyhow::Result<()> {
         // Handlers go in before the listener opens, so a signal that arrives as soon
         // as the server reports ready is a graceful shutdown, not a kill.
         let signals = Signals::install()?;
-        let server = Server::start(config).await?;
+        let server = App::start(config).await?;
         signals.wait().await;
         tracing::info!("shutting down: no new connections");
         let report = server.shutdown().await;

@@ -6,12 +6,12 @@ use common::socks::{self, assert_echo};
 use common::{eventually, start_in_process, upstream};
 use rustsocks::protocol::socks5::{Command, ReplyCode};
 use rustsocks::protocol::TargetAddr;
-use rustsocks::ServerHandle;
+use rustsocks::Running;
 use tokio::io::AsyncWriteExt;
 
 const POOL_ON: &str = "[server.pool]\nenabled = true\nconnect_timeout_ms = 300\n";
 
-fn stats(server: &ServerHandle) -> rustsocks::connector::PoolStats {
+fn stats(server: &Running) -> rustsocks::connector::PoolStats {
     server.pool().expect("pool enabled").get_stats()
 }
 

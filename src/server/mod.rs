@@ -1,7 +1,8 @@
 //! The SOCKS server: listener, per-connection stages and shutdown.
 //!
-//! `Server::start` binds the listener and returns a handle; the accept loop hands
-//! each client to `conn::serve`, which runs handshake → connector → relay.
+//! `start` takes a bound listener and the parts every connection needs (`Context`,
+//! built by the composition root, `app`); the accept loop hands each client to
+//! `conn::serve`, which runs handshake → connector → relay.
 
 mod bind;
 mod conn;
@@ -12,40 +13,21 @@ mod reply;
 mod trim;
 mod udp;
 
-use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::access::{OwnAddresses, PerIpLimit};
-use crate::api::{self, ApiDeps};
-use crate::auth::{self, AuthError, Authenticator};
-use crate::config::{Config, ConfigError};
-use crate::connector::{ConnectionPool, Connector};
+use crate::auth::Authenticator;
+use crate::config::ServerConfig;
+use crate::connector::Connector;
 use crate::metrics::Metrics;
-use crate::session::{Sessions, StoreError};
-use crate::telemetry::{Signal, Telemetry};
-
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        #[source]
-        source: io::Error,
-    },
-    #[error(transparent)]
-    Auth(#[from] AuthError),
-    #[error(transparent)]
-    Sessions(#[from] StoreError),
-}
+use crate::session::Sessions;
+use crate::telemetry::Telemetry;
 
 /// Everything a connection needs, shared by all of them.
 pub(crate) struct Context {
@@ -64,115 +46,35 @@ pub(crate) struct Context {
     pub sessions: Option<Arc<Sessions>>,
 }
 
-pub struct Server;
-
-impl Server {
-    /// Validates `config`, binds the SOCKS listener (and the API's) and starts
-    /// accepting. Fails before binding anything if the configuration is invalid.
-    pub async fn start(config: Config) -> Result<ServerHandle, StartError> {
-        config.validate()?;
-        let api_token = config.api_token()?;
-        let auth = Authenticator::from_config(&config.auth)?;
-        let telemetry = Telemetry::start(&config.telemetry);
-        for message in config.warnings() {
-            telemetry.emit(Signal::ConfigWarning { message });
-        }
-        let tcp = bind(config.server.bind()).await?;
-        listener::configure(&tcp, config.server.tcp_keepalive());
-        let api_tcp = match config.api.enabled {
-            true => Some(bind(config.api.bind()).await?),
-            false => None,
-        };
-        let socks_addr = local_addr(&tcp, config.server.bind())?;
-        let api_addr = match &api_tcp {
-            Some(l) => Some(local_addr(l, config.api.bind())?),
-            None => None,
-        };
-        // What the proxy listens on is never a destination (see access::OwnAddresses).
-        let own = OwnAddresses::new([Some(socks_addr), api_addr].into_iter().flatten());
-        let connector = Connector::new(
-            &config.server.pool,
-            config.server.tcp_keepalive(),
-            Arc::new(own.clone()),
-            &telemetry,
-        );
-        let metrics = Arc::new(Metrics::new(connector.pool().cloned()));
-        auth.report_to(auth::Report {
-            telemetry: telemetry.clone(),
-            metrics: Arc::clone(&metrics),
-        });
-        let sessions = match config.sessions.enabled {
-            true => Some(Arc::new(Sessions::start(
-                &config.sessions,
-                telemetry.clone(),
-                &metrics,
-            )?)),
-            false => None,
-        };
-        let ctx = Arc::new(Context {
-            auth,
-            connector,
-            own,
-            handshake_timeout: config.server.handshake_timeout(),
-            relay_idle_timeout: config.server.relay_idle_timeout(),
-            external_address: config.server.external_address,
-            bind_timeout: config.server.bind_timeout(),
-            udp_idle_timeout: config.server.udp_idle_timeout(),
-            telemetry: telemetry.clone(),
-            metrics: Arc::clone(&metrics),
-            sessions: sessions.clone(),
-        });
-
-        let api_shutdown = CancellationToken::new();
-        let api_task = match (api_tcp, api_addr) {
-            (Some(api_tcp), Some(addr)) => {
-                let deps = ApiDeps {
-                    pool: ctx.connector.pool().cloned(),
-                    pool_config: config.server.pool.clone(),
-                    telemetry: telemetry.clone(),
-                    metrics,
-                    token: api_token,
-                    sessions,
-                    max_events: config.telemetry.max_events,
-                };
-                let task = tokio::spawn(api::serve(api_tcp, deps, api_shutdown.clone()));
-                tracing::info!(api = %addr, "management API ready");
-                Some(task)
-            }
-            _ => None,
-        };
-
-        let signals = listener::Signals::default();
-        let tracker = TaskTracker::new();
-        let peak = Arc::new(trim::Peak::default());
-        let accept = listener::Listener {
-            tcp,
-            ctx: Arc::clone(&ctx),
-            max_connections: config.server.max_connections,
-            per_ip: PerIpLimit::new(config.server.per_ip_limit()),
-            peak: Arc::clone(&peak),
-            signals: signals.clone(),
-            tracker: tracker.clone(),
-        };
-        let accept_task = tokio::spawn(accept.run());
-        tokio::spawn(trim::after_bursts(
-            Arc::clone(&ctx.metrics),
-            peak,
-            signals.stop_accepting.clone(),
-        ));
-        tracing::info!(socks = %socks_addr, "SOCKS listener ready");
-        Ok(ServerHandle {
-            socks_addr,
-            api_addr,
-            ctx,
-            telemetry,
-            signals,
-            tracker,
-            grace: config.server.shutdown_grace(),
-            accept_task,
-            api_shutdown,
-            api_task,
-        })
+/// Starts accepting on `tcp` (already bound, see `listen`) with `ctx`, under the
+/// limits of `config`.
+pub(crate) fn start(tcp: TcpListener, ctx: Context, config: &ServerConfig) -> Running {
+    listener::configure(&tcp, config.tcp_keepalive());
+    let ctx = Arc::new(ctx);
+    let signals = listener::Signals::default();
+    let tracker = TaskTracker::new();
+    let peak = Arc::new(trim::Peak::default());
+    let accept = listener::Listener {
+        tcp,
+        ctx: Arc::clone(&ctx),
+        max_connections: config.max_connections,
+        per_ip: PerIpLimit::new(config.per_ip_limit()),
+        peak: Arc::clone(&peak),
+        signals: signals.clone(),
+        tracker: tracker.clone(),
+    };
+    let accept_task = tokio::spawn(accept.run());
+    tokio::spawn(trim::after_bursts(
+        Arc::clone(&ctx.metrics),
+        peak,
+        signals.stop_accepting.clone(),
+    ));
+    Running {
+        ctx,
+        signals,
+        tracker,
+        grace: config.shutdown_grace(),
+        accept_task,
     }
 }
 
@@ -182,19 +84,6 @@ impl Server {
 /// that client (`nstat`: TcpExtListenOverflows). Also where clients wait while
 /// `max_connections` is reached.
 const LISTEN_BACKLOG: u32 = 4096;
-
-async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
-    listen(addr).map_err(|source| StartError::Bind { addr, source })
-}
-
-/// The address `listener` was bound to for `asked` (the port is known only now when
-/// `asked` named port 0).
-fn local_addr(listener: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, StartError> {
-    listener.local_addr().map_err(|source| StartError::Bind {
-        addr: asked,
-        source,
-    })
-}
 
 /// A listening socket on `addr` with an accept queue of `LISTEN_BACKLOG` (the load
 /// generator's targets use it too, for the same reason).
@@ -208,18 +97,13 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// A running server. Dropping it does not stop the server; call `shutdown`.
-pub struct ServerHandle {
-    socks_addr: SocketAddr,
-    api_addr: Option<SocketAddr>,
+/// The accepting server. Dropping it does not stop it; call `shutdown`.
+pub(crate) struct Running {
     ctx: Arc<Context>,
-    telemetry: Telemetry,
     signals: listener::Signals,
     tracker: TaskTracker,
     grace: Duration,
     accept_task: JoinHandle<()>,
-    api_shutdown: CancellationToken,
-    api_task: Option<JoinHandle<std::io::Result<()>>>,
 }
 
 /// What a graceful shutdown had to do.
@@ -229,29 +113,10 @@ pub struct ShutdownReport {
     pub forced: usize,
 }
 
-impl ServerHandle {
-    /// The address the SOCKS listener is bound to (useful with port 0).
-    pub fn socks_addr(&self) -> SocketAddr {
-        self.socks_addr
-    }
-
-    /// The upstream connection pool, when `server.pool.enabled`.
-    pub fn pool(&self) -> Option<&ConnectionPool> {
-        self.ctx.connector.pool()
-    }
-
-    pub fn telemetry(&self) -> &Telemetry {
-        &self.telemetry
-    }
-
-    /// The address the management API listens on, when `api.enabled`.
-    pub fn api_addr(&self) -> Option<SocketAddr> {
-        self.api_addr
-    }
-
+impl Running {
     /// Stops accepting, lets open connections finish for up to the grace period,
     /// then closes the rest, and finally the pool's idle connections.
-    pub async fn shutdown(self) -> ShutdownReport {
+    pub(crate) async fn shutdown(self) -> ShutdownReport {
         self.signals.stop_accepting.cancel();
         let _ = self.accept_task.await;
         self.tracker.close();
@@ -279,14 +144,6 @@ impl ServerHandle {
             }
         }
         self.ctx.connector.shutdown().await;
-        if let Some(sessions) = self.ctx.sessions.clone() {
-            // Writes every queued record before returning.
-            let _ = tokio::task::spawn_blocking(move || sessions.shutdown()).await;
-        }
-        self.api_shutdown.cancel();
-        if let Some(task) = self.api_task {
-            let _ = task.await;
-        }
         ShutdownReport { forced }
     }
 }
@@ -308,7 +165,7 @@ mod tests {
             eprintln!("skipped: net.core.somaxconn is {somaxconn:?}, below the burst");
             return;
         }
-        let listener = bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let listener = listen("127.0.0.1:0".parse().unwrap()).unwrap();
         let addr = listener.local_addr().unwrap();
         let connects: Vec<_> = (0..300)
             .map(|_| {

@@ -233,7 +233,7 @@ pub fn run_cli(args: &[&str], stdin: &str) -> (ExitStatus, String, String) {
 
 /// Starts the server in this process (library API) with `toml`, bound to an
 /// ephemeral loopback port. For tests that read the pool or telemetry directly.
-pub async fn start_in_process(toml: &str) -> rustsocks::ServerHandle {
+pub async fn start_in_process(toml: &str) -> rustsocks::Running {
     let mut config = rustsocks::Config::from_toml(toml).expect("test config parses");
     config.server.bind_address = std::net::Ipv4Addr::LOCALHOST.into();
     config.server.bind_port = 0;
@@ -242,7 +242,5 @@ pub async fn start_in_process(toml: &str) -> rustsocks::ServerHandle {
     if !toml.contains("[sessions]") {
         config.sessions.enabled = false;
     }
-    rustsocks::Server::start(config)
-        .await
-        .expect("server starts")
+    rustsocks::App::start(config).await.expect("server starts")
 }

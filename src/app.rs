@@ -1,0 +1,187 @@
+//! Composition root: the only place that knows every part. It builds them from the
+//! configuration in the order they depend on each other, hands each what it needs,
+//! starts the SOCKS server and the management API, and stops them in reverse.
+//!
+//! Order: validate (nothing is bound before the configuration is known to be good),
+//! bind both listeners (their addresses are the proxy's own, never a destination),
+//! then telemetry, connector, metrics, authentication, sessions, the server and the
+//! API.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::access::OwnAddresses;
+use crate::api::{self, ApiDeps};
+use crate::auth::{self, AuthError, Authenticator};
+use crate::config::{Config, ConfigError};
+use crate::connector::{ConnectionPool, Connector};
+use crate::metrics::Metrics;
+use crate::server::{self, Context, ShutdownReport};
+use crate::session::{Sessions, StoreError};
+use crate::telemetry::{Signal, Telemetry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: io::Error,
+    },
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error(transparent)]
+    Sessions(#[from] StoreError),
+}
+
+pub struct App;
+
+impl App {
+    /// Validates `config`, binds the SOCKS listener (and the API's) and starts
+    /// accepting. Fails before binding anything if the configuration is invalid.
+    pub async fn start(config: Config) -> Result<Running, StartError> {
+        config.validate()?;
+        let api_token = config.api_token()?;
+        let auth = Authenticator::from_config(&config.auth)?;
+        let telemetry = Telemetry::start(&config.telemetry);
+        for message in config.warnings() {
+            telemetry.emit(Signal::ConfigWarning { message });
+        }
+        let socks_tcp = bind(config.server.bind())?;
+        let api_tcp = match config.api.enabled {
+            true => Some(bind(config.api.bind())?),
+            false => None,
+        };
+        let socks_addr = local_addr(&socks_tcp, config.server.bind())?;
+        let api_addr = match &api_tcp {
+            Some(l) => Some(local_addr(l, config.api.bind())?),
+            None => None,
+        };
+        let own = OwnAddresses::new([Some(socks_addr), api_addr].into_iter().flatten());
+        let connector = Connector::new(
+            &config.server.pool,
+            config.server.tcp_keepalive(),
+            Arc::new(own.clone()),
+            &telemetry,
+        );
+        let metrics = Arc::new(Metrics::new(connector.pool().cloned()));
+        auth.report_to(auth::Report {
+            telemetry: telemetry.clone(),
+            metrics: Arc::clone(&metrics),
+        });
+        let sessions = match config.sessions.enabled {
+            true => Some(Arc::new(Sessions::start(
+                &config.sessions,
+                telemetry.clone(),
+                &metrics,
+            )?)),
+            false => None,
+        };
+        let pool = connector.pool().cloned();
+        let ctx = Context {
+            auth,
+            connector,
+            own,
+            handshake_timeout: config.server.handshake_timeout(),
+            relay_idle_timeout: config.server.relay_idle_timeout(),
+            external_address: config.server.external_address,
+            bind_timeout: config.server.bind_timeout(),
+            udp_idle_timeout: config.server.udp_idle_timeout(),
+            telemetry: telemetry.clone(),
+            metrics: Arc::clone(&metrics),
+            sessions: sessions.clone(),
+        };
+        let api = api_tcp.zip(api_addr).map(|(tcp, addr)| {
+            let deps = ApiDeps {
+                pool: pool.clone(),
+                pool_config: config.server.pool.clone(),
+                telemetry: telemetry.clone(),
+                metrics,
+                token: api_token,
+                sessions: sessions.clone(),
+                max_events: config.telemetry.max_events,
+            };
+            let shutdown = CancellationToken::new();
+            let task = tokio::spawn(api::serve(tcp, deps, shutdown.clone()));
+            tracing::info!(api = %addr, "management API ready");
+            (shutdown, task)
+        });
+        let server = server::start(socks_tcp, ctx, &config.server);
+        tracing::info!(socks = %socks_addr, "SOCKS listener ready");
+        Ok(Running {
+            socks_addr,
+            api_addr,
+            pool,
+            telemetry,
+            sessions,
+            server,
+            api,
+        })
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    server::listen(addr).map_err(|source| StartError::Bind { addr, source })
+}
+
+/// The address `listener` was bound to for `asked` (the port is known only now when
+/// `asked` named port 0).
+fn local_addr(listener: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind {
+        addr: asked,
+        source,
+    })
+}
+
+/// The running proxy. Dropping it does not stop it; call `shutdown`.
+pub struct Running {
+    socks_addr: SocketAddr,
+    api_addr: Option<SocketAddr>,
+    pool: Option<ConnectionPool>,
+    telemetry: Telemetry,
+    sessions: Option<Arc<Sessions>>,
+    server: server::Running,
+    api: Option<(CancellationToken, JoinHandle<io::Result<()>>)>,
+}
+
+impl Running {
+    /// The address the SOCKS listener is bound to (useful with port 0).
+    pub fn socks_addr(&self) -> SocketAddr {
+        self.socks_addr
+    }
+
+    /// The address the management API listens on, when `api.enabled`.
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api_addr
+    }
+
+    /// The upstream connection pool, when `server.pool.enabled`.
+    pub fn pool(&self) -> Option<&ConnectionPool> {
+        self.pool.as_ref()
+    }
+
+    pub fn telemetry(&self) -> &Telemetry {
+        &self.telemetry
+    }
+
+    /// Stops the SOCKS server (see `server::Running::shutdown`), then writes every
+    /// queued session record, then stops the API (last, so it can be watched).
+    pub async fn shutdown(self) -> ShutdownReport {
+        let report = self.server.shutdown().await;
+        if let Some(sessions) = self.sessions {
+            let _ = tokio::task::spawn_blocking(move || sessions.shutdown()).await;
+        }
+        if let Some((shutdown, task)) = self.api {
+            shutdown.cancel();
+            let _ = task.await;
+        }
+        report
+    }
+}
