@@ -14,6 +14,7 @@ pub mod app;
 pub mod auth;
 pub mod config;
 pub mod connector;
+pub mod counters;
 pub mod metrics;
 pub mod protocol;
 pub mod server;

@@ -10,9 +10,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::handshake::{self, HandshakeError, Negotiated, Version};
-use super::relay::{self, Counters, RelayEnd, RelayError, RelayOptions};
+use super::relay::{self, RelayEnd, RelayError, RelayOptions};
 use super::Context;
 use crate::connector::ConnectError;
+use crate::counters::Counters;
 use crate::protocol::socks5::{Command, ReplyCode};
 use crate::protocol::TargetAddr;
 use crate::session::{ActiveSession, Opening, Status};

@@ -14,6 +14,8 @@ use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::counters::Counters;
+
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -21,28 +23,6 @@ use tokio_util::sync::CancellationToken;
 /// Bytes read from one side per syscall. Larger reads mean fewer syscalls per byte
 /// on bulk transfers; the buffer lives on the stack only during a read.
 const CHUNK: usize = 128 * 1024;
-
-/// Live byte counts of one tunnel: bytes delivered (written to the receiving side),
-/// so that a session record never counts bytes that were read and then lost with a
-/// failed write, and a slow receiver draining a backlog still counts as activity.
-#[derive(Debug, Default)]
-pub struct Counters {
-    pub client_to_upstream: AtomicU64,
-    pub upstream_to_client: AtomicU64,
-    /// A byte was read from either side (even if not yet delivered): the upstream
-    /// is no longer clean and must not go back to the pool.
-    pub touched: AtomicBool,
-    /// UDP ASSOCIATE only: datagrams relayed each way.
-    pub datagrams_client_to_upstream: AtomicU64,
-    pub datagrams_upstream_to_client: AtomicU64,
-}
-
-impl Counters {
-    pub fn total(&self) -> u64 {
-        self.client_to_upstream.load(Ordering::Relaxed)
-            + self.upstream_to_client.load(Ordering::Relaxed)
-    }
-}
 
 /// Why a tunnel ended without an error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

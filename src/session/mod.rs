@@ -33,8 +33,8 @@ pub use store::{
 };
 
 use crate::config::SessionsConfig;
+use crate::counters::Counters;
 use crate::metrics::Metrics;
-use crate::server::relay::Counters;
 use crate::telemetry::Telemetry;
 use writer::{Msg, Writer};
 

@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 use super::record::SessionRecord;
-use crate::server::relay::Counters;
+use crate::counters::Counters;
 
 /// A session being relayed.
 #[derive(Debug)]
