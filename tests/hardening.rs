@@ -52,20 +52,20 @@ async fn the_proxys_own_listeners_are_never_destinations() {
     let mut tunnel = socks::tunnel(proxy.addr, echo).await;
     socks::assert_echo(&mut tunnel, b"still a proxy").await;
 
-    let text = get(api, "/metrics", None).await.text();
-    assert_eq!(
+    // Each refusal is counted by its connection's task once the reply is sent.
+    let n = spellings.len() as u64;
+    common::eventually_async("every refusal is counted", || async {
+        let text = get(api, "/metrics", None).await.text();
         metric(
             &text,
-            "rustsocks_connections_rejected_total{reason=\"own_address\"}"
-        ),
-        spellings.len() as u64,
-        "{text}"
-    );
+            "rustsocks_connections_rejected_total{reason=\"own_address\"}",
+        ) == n
+    })
+    .await;
     // Recorded as refused, not as an upstream failure.
-    let n = spellings.len();
     common::eventually_async("the refusals are in the history", || async {
         let path = "/api/sessions/history?status=rejected&page_size=100";
-        get(api, path, None).await.json()["total"].as_u64() == Some(n as u64)
+        get(api, path, None).await.json()["total"].as_u64() == Some(n)
     })
     .await;
 }

@@ -2,79 +2,83 @@
 //! active-mode FTP needs. First reply: where we listen. Second reply: who connected.
 //! Then the two connections are relayed like a CONNECT.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
 use tracing::debug;
 
-use super::conn::{opened, relay_recorded, reply, ConnError, Tunnel};
-use super::handshake::Negotiated;
+use super::conn::{ConnError, Request};
 use super::listener::{canonical, is_per_connection};
-use super::relay::RelayEnd;
-use super::Context;
+use super::outcome::Outcome;
+use super::tunnel::{relay_recorded, Tunnel};
 use crate::protocol::socks5::ReplyCode;
 use crate::protocol::TargetAddr;
 
-pub(super) async fn serve(
-    client: TcpStream,
-    peer: SocketAddr,
-    req: Negotiated,
-    ctx: &Context,
-    cancel: &CancellationToken,
-) -> Result<RelayEnd, ConnError> {
+pub(super) async fn serve(r: Request<'_>) -> Outcome {
+    let ctx = r.ctx;
     let ip = match ctx.external_address {
         Some(ip) => ip,
-        None => canonical(client.local_addr().map_err(ConnError::Reply)?).ip(),
+        None => match r.client.local_addr() {
+            Ok(addr) => canonical(addr).ip(),
+            Err(e) => return Outcome::Broken(ConnError::Socket(e)),
+        },
     };
-    let listener = opened(&client, &req, TcpListener::bind((ip, 0)).await).await?;
-    let listening = listener.local_addr().map_err(ConnError::Reply)?;
-    reply(&client, &req, ReplyCode::Succeeded, Some(listening)).await?;
+    let listener = match r.opened(TcpListener::bind((ip, 0)).await).await {
+        Ok(l) => l,
+        Err(outcome) => return outcome,
+    };
+    let listening = match r.opened(listener.local_addr()).await {
+        Ok(a) => a,
+        Err(outcome) => return outcome,
+    };
+    if let Err(e) = r.reply(ReplyCode::Succeeded, Some(listening)).await {
+        return Outcome::Broken(e);
+    }
     // RFC 1928: DST.ADDR names the host expected to connect; all zeros, anyone.
-    let expected: Option<IpAddr> = match &req.dest {
+    let expected: Option<IpAddr> = match &r.req.dest {
         TargetAddr::Ip(a) if !a.ip().is_unspecified() => Some(a.ip().to_canonical()),
         _ => None,
     };
     let deadline = tokio::time::Instant::now() + ctx.bind_timeout;
     let (inbound, from) = loop {
         let accepted = tokio::select! {
-            r = tokio::time::timeout_at(deadline, listener.accept()) => r,
-            () = client_gone(&client) => return Ok(RelayEnd::Completed),
-            () = cancel.cancelled() => return Ok(RelayEnd::Shutdown),
+            a = tokio::time::timeout_at(deadline, listener.accept()) => a,
+            () = client_gone(&r.client) => return Outcome::ClientLeft,
+            () = r.cancel.cancelled() => return Outcome::Shutdown,
         };
         match accepted {
             Err(_) => {
-                reply(&client, &req, ReplyCode::GeneralFailure, None).await?;
-                return Err(ConnError::BindTimeout(ctx.bind_timeout));
+                let _ = r.reply(ReplyCode::GeneralFailure, None).await;
+                return Outcome::Broken(ConnError::BindTimeout(ctx.bind_timeout));
             }
             Ok(Ok((s, from))) if expected.is_none_or(|ip| ip == canonical(from).ip()) => {
                 break (s, canonical(from))
             }
             Ok(Ok((_, from))) => {
-                debug!(client = %peer, %from, "BIND: refused a connection from an unexpected host");
+                debug!(client = %r.peer, %from, "BIND: refused a connection from an unexpected host");
                 ctx.metrics.bind_refused.inc();
             }
             Ok(Err(e)) if is_per_connection(&e) => {}
             // Out of descriptors, most likely: retrying at once would spin until the
             // deadline, so the BIND fails now.
             Ok(Err(e)) => {
-                reply(&client, &req, ReplyCode::GeneralFailure, None).await?;
-                return Err(ConnError::Reply(e));
+                let _ = r.reply(ReplyCode::GeneralFailure, None).await;
+                return Outcome::Broken(ConnError::Socket(e));
             }
         }
     };
     drop(listener);
     let _ = inbound.set_nodelay(true);
-    reply(&client, &req, ReplyCode::Succeeded, Some(from)).await?;
+    if let Err(e) = r.reply(ReplyCode::Succeeded, Some(from)).await {
+        return Outcome::Broken(e);
+    }
     let tunnel = Tunnel {
-        client: &client,
         other: &inbound,
         resolved: Some(from),
         from_pool: false,
         keep_unused: false,
     };
-    let end = relay_recorded(ctx, &req, peer, tunnel, cancel).await;
-    Ok(end?)
+    relay_recorded(&r, tunnel).await
 }
 
 /// Completes when the client closes (or resets) the connection while BIND waits for

@@ -6,11 +6,14 @@
 
 mod bind;
 mod conn;
+mod connect;
 pub mod handshake;
 mod listener;
+mod outcome;
 pub mod relay;
 mod reply;
 mod trim;
+mod tunnel;
 mod udp;
 
 use std::net::SocketAddr;

@@ -21,11 +21,10 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{finish, open_session, opened, reply, ConnError};
-use super::handshake::Negotiated;
+use super::conn::{ConnError, Request};
 use super::listener::canonical;
+use super::outcome::{Bytes, Outcome};
 use super::relay::RelayEnd;
-use super::Context;
 use crate::access::OwnAddresses;
 use crate::counters::Counters;
 use crate::metrics::Metrics;
@@ -40,26 +39,32 @@ const MAX_PEERS: usize = 4096;
 /// Bound on resolving a domain destination.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
-pub(super) async fn associate(
-    client: TcpStream,
-    peer: SocketAddr,
-    req: Negotiated,
-    ctx: &Context,
-    cancel: &CancellationToken,
-) -> Result<RelayEnd, ConnError> {
-    let local_ip = canonical(client.local_addr().map_err(ConnError::Reply)?).ip();
-    let relay = opened(&client, &req, UdpSocket::bind((local_ip, 0)).await).await?;
-    let bound = relay.local_addr().map_err(ConnError::Reply)?;
-    reply(&client, &req, ReplyCode::Succeeded, Some(bound)).await?;
+pub(super) async fn associate(r: Request<'_>) -> Outcome {
+    let ctx = r.ctx;
+    let local_ip = match r.client.local_addr() {
+        Ok(addr) => canonical(addr).ip(),
+        Err(e) => return Outcome::Broken(ConnError::Socket(e)),
+    };
+    let relay = match r.opened(UdpSocket::bind((local_ip, 0)).await).await {
+        Ok(s) => s,
+        Err(outcome) => return outcome,
+    };
+    let bound = match r.opened(relay.local_addr()).await {
+        Ok(a) => a,
+        Err(outcome) => return outcome,
+    };
+    if let Err(e) = r.reply(ReplyCode::Succeeded, Some(bound)).await {
+        return Outcome::Broken(e);
+    }
     // A port of 0 means "from any port of the client's host".
-    let expected_port = req.dest.port();
-    let session = open_session(ctx, &req, peer, None, false);
+    let expected_port = r.req.dest.port();
+    let session = r.open_session(r.opening());
     let local = Counters::default();
     let counters = session.as_ref().map_or(&local, |s| &s.counters);
     let mut assoc = Association {
         own_ports: [bound.port(), 0, 0],
         relay,
-        client_ip: peer.ip(),
+        client_ip: r.peer.ip(),
         expected_port,
         client_addr: None,
         own: &ctx.own,
@@ -76,11 +81,14 @@ pub(super) async fn associate(
         .unwrap_or_default();
     ctx.metrics.sessions_active.inc();
     let end = assoc
-        .run(&client, ctx.udp_idle_timeout, cancel, &terminate)
+        .run(&r.client, ctx.udp_idle_timeout, r.cancel, &terminate)
         .await;
     ctx.metrics.sessions_active.dec();
-    finish(ctx, session.as_ref(), counters, &Ok(end));
-    Ok(end)
+    Outcome::Ended {
+        bytes: Bytes::from(counters),
+        session,
+        end: Ok(end),
+    }
 }
 
 struct Association<'a> {
