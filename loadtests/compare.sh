@@ -10,6 +10,9 @@
 #                                           scripts/netns-latency.sh sets up the round trip)
 #
 # Installs microsocks and dante-server with apt-get when `peers` needs them.
+# BASELINE=PATH (a rustsocks binary built from an earlier commit) adds the variant
+# "rustsocks-before" to `peers`, with the same configuration: a before/after of a
+# change in one interleaved run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,15 +44,15 @@ wait_port() {
     return 1
 }
 
-# start_rustsocks PORT EXTRA_TOML [SERVER_KEYS]: starts RustSocks, prints its pid.
+# start_rustsocks PORT EXTRA_TOML [SERVER_KEYS] [BINARY]: starts RustSocks, prints its pid.
 start_rustsocks() {
-    local port=$1 extra=$2 server_keys=${3:-} dir="$work/rs-$1"
+    local port=$1 extra=$2 server_keys=${3:-} binary=${4:-$PWD/target/release/rustsocks} dir="$work/rs-$1"
     mkdir -p "$dir"
     # An [api] section in EXTRA_TOML replaces the default (API off).
     local api='[api]\nenabled = false\n'
     [[ $extra == *"[api]"* ]] && api=''
     printf '[server]\nbind_port = %s\n%b\n%b[logging]\nlevel = "warn"\n%b\n' "$port" "$server_keys" "$api" "$extra" >"$dir/rustsocks.toml"
-    (cd "$dir" && exec "$OLDPWD/target/release/rustsocks" --config rustsocks.toml >/dev/null 2>"$dir/log") &
+    (cd "$dir" && exec "$binary" --config rustsocks.toml >/dev/null 2>"$dir/log") &
     echo $!
 }
 
@@ -82,6 +85,9 @@ case $what in
     peers)
         p=$(start_rustsocks 21080 '[sessions]\nenabled = false'); pids+=("$p"); variants+=("rustsocks 21080 $p")
         p=$(start_rustsocks 21083 '[sessions]\nenabled = false' 'worker_threads = 1'); pids+=("$p"); variants+=("rustsocks-1thread 21083 $p")
+        if [ -n "${BASELINE:-}" ]; then
+            p=$(start_rustsocks 21084 '[sessions]\nenabled = false' '' "$(realpath "$BASELINE")"); pids+=("$p"); variants+=("rustsocks-before 21084 $p")
+        fi
         p=$(start_microsocks 21081); pids+=("$p"); variants+=("microsocks 21081 $p")
         p=$(start_dante 21082); pids+=("$p"); variants+=("dante 21082 $p")
         variants+=("direct 0 0")
@@ -119,6 +125,7 @@ start_fresh() {
     case $1 in
         rustsocks) start_rustsocks "$2" '[sessions]\nenabled = false' ;;
         rustsocks-1thread) start_rustsocks "$2" '[sessions]\nenabled = false' 'worker_threads = 1' ;;
+        rustsocks-before) start_rustsocks "$2" '[sessions]\nenabled = false' '' "$(realpath "$BASELINE")" ;;
         microsocks) start_microsocks "$2" ;;
         *) echo "no fresh start for $1" >&2; return 1 ;;
     esac

@@ -9,19 +9,11 @@ use std::time::{Duration, Instant};
 
 use common::http::get;
 use common::socks::{self, LIMIT};
-use common::{config, upstream, Proxy};
+use common::{config, metric, upstream, Proxy};
 use rustsocks::protocol::socks5::{Command, Reply, ReplyCode, Request};
 use rustsocks::protocol::{Encode, TargetAddr};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-
-fn metric(text: &str, series: &str) -> u64 {
-    text.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
 
 /// With the default configuration (API on loopback, no token), no SOCKS client may
 /// reach the API, or the SOCKS port itself, through the proxy, however it spells it.

@@ -16,12 +16,9 @@ use crate::protocol::TargetAddr;
 
 pub(super) async fn serve(r: Request<'_>) -> Outcome {
     let ctx = r.ctx;
-    let ip = match ctx.external_address {
-        Some(ip) => ip,
-        None => match r.client.local_addr() {
-            Ok(addr) => canonical(addr).ip(),
-            Err(e) => return Outcome::Broken(ConnError::Socket(e)),
-        },
+    let ip = match ctx.external_address.map_or_else(|| r.local_ip(), Ok) {
+        Ok(ip) => ip,
+        Err(e) => return Outcome::Broken(e),
     };
     let listener = match r.opened(TcpListener::bind((ip, 0)).await).await {
         Ok(l) => l,

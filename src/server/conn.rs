@@ -2,13 +2,14 @@
 //! UDP ASSOCIATE), then its outcome to the observer. Every path ends in exactly one
 //! `Outcome`, so nothing is counted or recorded twice, or not at all.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::handshake::{self, HandshakeError, Negotiated, Version};
+use super::listener::canonical;
 use super::outcome::{self, Outcome, Refusal};
 use super::relay::{self, RelayError};
 use super::Context;
@@ -60,6 +61,15 @@ impl Request<'_> {
     /// Registers a session that is about to relay, when sessions are tracked.
     pub fn open_session(&self, opening: Opening) -> Option<Arc<ActiveSession>> {
         Some(self.ctx.sessions.as_ref()?.open(opening))
+    }
+
+    /// The address the client connected to (IPv4 when it came IPv4-mapped): where a
+    /// BIND listens and a UDP relay is bound, unless configured otherwise.
+    pub fn local_ip(&self) -> Result<IpAddr, ConnError> {
+        self.client
+            .local_addr()
+            .map(|a| canonical(a).ip())
+            .map_err(ConnError::Socket)
     }
 
     /// The socket a BIND or UDP ASSOCIATE needs; if it could not be opened, the

@@ -21,8 +21,7 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{ConnError, Request};
-use super::listener::canonical;
+use super::conn::Request;
 use super::outcome::{Bytes, Outcome};
 use super::relay::RelayEnd;
 use crate::access::OwnAddresses;
@@ -41,9 +40,9 @@ const RESOLVE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(super) async fn associate(r: Request<'_>) -> Outcome {
     let ctx = r.ctx;
-    let local_ip = match r.client.local_addr() {
-        Ok(addr) => canonical(addr).ip(),
-        Err(e) => return Outcome::Broken(ConnError::Socket(e)),
+    let local_ip = match r.local_ip() {
+        Ok(ip) => ip,
+        Err(e) => return Outcome::Broken(e),
     };
     let relay = match r.opened(UdpSocket::bind((local_ip, 0)).await).await {
         Ok(s) => s,

@@ -194,6 +194,16 @@ pub async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     }
 }
 
+/// The value of the series `series` (name and labels, as printed) in a `/metrics`
+/// text, or 0 if it is absent.
+pub fn metric(text: &str, series: &str) -> u64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
 /// `eventually` for a check that has to wait itself (an HTTP request, say); polls
 /// every 20 ms.
 pub async fn eventually_async<F, Fut>(what: &str, mut check: F)
