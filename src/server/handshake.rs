@@ -21,8 +21,9 @@ use crate::protocol::socks5::{
 };
 use crate::protocol::{socks4, Decode, Encode, ProtocolError, TargetAddr};
 
-/// Upper bound on buffered handshake bytes. The largest SOCKS5 message is 262 bytes
-/// and SOCKS4 fields are capped, so only a client sending junk reaches it.
+/// Upper bound on buffered handshake bytes. The largest SOCKS5 message is an RFC 1929
+/// login (513 bytes), a request at most 262, and SOCKS4 fields are capped, so only a
+/// client sending junk reaches it.
 const MAX_BUFFERED: usize = 2048;
 
 #[derive(Debug, thiserror::Error)]

@@ -193,8 +193,8 @@ async fn pump(
     }
 }
 
-/// Reads what is available into `buf` without initialising it first (zeroing 32 KiB
-/// per read cost more than the copy itself), clearing the socket's readiness when
+/// Reads what is available into `buf` without initialising it first (zeroing a
+/// `CHUNK` per read cost more than the copy itself), clearing the socket's readiness when
 /// it is drained, as `TcpStream::try_read` does.
 fn read_uninit<'a>(src: &TcpStream, buf: &'a mut [MaybeUninit<u8>]) -> io::Result<&'a [u8]> {
     let n = src.try_io(Interest::READABLE, || socket2::SockRef::from(src).recv(buf))?;
