@@ -127,13 +127,18 @@ impl Server {
         let api_task = match (api_tcp, api_addr) {
             (Some(api_tcp), Some(addr)) => {
                 let deps = ApiDeps {
-                    pool: ctx.connector.pool().cloned(),
-                    pool_config: config.server.pool.clone(),
-                    telemetry: telemetry.clone(),
-                    metrics,
+                    pool: api::PoolView::new(
+                        ctx.connector.pool().cloned(),
+                        config.server.pool.clone(),
+                    ),
+                    telemetry: api::TelemetryView::new(
+                        telemetry.clone(),
+                        config.telemetry.max_events,
+                    ),
+                    metrics: api::MetricsView::new(metrics),
+                    terminate: sessions.clone().map(api::Terminate::new),
+                    sessions: sessions.map(api::SessionsView::new),
                     token: api_token,
-                    sessions,
-                    max_events: config.telemetry.max_events,
                 };
                 let task = tokio::spawn(api::serve(api_tcp, deps, api_shutdown.clone()));
                 tracing::info!(api = %addr, "management API ready");
