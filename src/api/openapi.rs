@@ -107,8 +107,21 @@ impl Modify for Guarded {
     }
 }
 
+/// Every operation of a path, whatever its method (a route added later with a new
+/// method must not miss the guard's responses).
 fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
-    [&mut item.get, &mut item.post].into_iter().flatten()
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
 }
 
 /// `/assets/{file}` takes one of the files compiled in; the list comes from them.
