@@ -99,14 +99,14 @@ impl App {
             sessions: sessions.clone(),
         };
         let api = api_tcp.zip(api_addr).map(|(tcp, addr)| {
+            // Read-only views, and the one capability to act: terminate a session.
             let deps = ApiDeps {
-                pool: pool.clone(),
-                pool_config: config.server.pool.clone(),
-                telemetry: telemetry.clone(),
-                metrics,
+                pool: api::PoolView::new(pool.clone(), config.server.pool.clone()),
+                telemetry: api::TelemetryView::new(telemetry.clone(), config.telemetry.max_events),
+                metrics: api::MetricsView::new(metrics),
+                terminate: sessions.clone().map(api::Terminate::new),
+                sessions: sessions.clone().map(api::SessionsView::new),
                 token: api_token,
-                sessions: sessions.clone(),
-                max_events: config.telemetry.max_events,
             };
             let shutdown = CancellationToken::new();
             let task = tokio::spawn(api::serve(tcp, deps, shutdown.clone()));

@@ -29,7 +29,7 @@ const CHANNEL_CAPACITY: usize = 4096;
 /// Events buffered per live subscriber; a slower subscriber skips ahead.
 const SUBSCRIBER_BUFFER: usize = 256;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     Info,
@@ -37,7 +37,7 @@ pub enum Severity {
     Error,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Category {
     ConnectionPool,
@@ -117,14 +117,17 @@ pub enum Signal {
 }
 
 /// One recorded event, as the API serves it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Event {
     pub id: u64,
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub timestamp: SystemTime,
     pub severity: Severity,
     pub category: Category,
     pub message: String,
+    /// The fields of the signal (destination, limit, client, ...).
+    #[schema(value_type = Object)]
     pub details: serde_json::Value,
 }
 

@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::net::SocketAddr;
 
 use common::http::{self, get};
+use common::schema::assert_documented;
 use common::{config, run_cli, upstream, Proxy, TempDir};
 use rustsocks::protocol::socks5::{Command, ReplyCode};
 use rustsocks::protocol::TargetAddr;
@@ -86,6 +87,7 @@ async fn with_a_token_every_route_but_health_needs_it() {
         (health.status, health.json()["auth_required"].as_bool()),
         (200, Some(true))
     );
+    let doc = get(addr, "/api/openapi.json", Some(TOKEN)).await.json();
     let ops = documented(addr, Some(TOKEN)).await;
     assert!(ops.len() >= 13, "{} operations", ops.len());
     let public: Vec<&str> = ops
@@ -98,15 +100,18 @@ async fn with_a_token_every_route_but_health_needs_it() {
         let (method, path) = (&op.method, concrete(&op.path));
         let no_token = http::request(addr, method, &path, None).await;
         assert_eq!(no_token.status, 401, "{method} {path} without a token");
+        assert_documented(&doc, method, &op.path, &no_token);
         assert_eq!(no_token.json()["error"], "unauthorized");
         assert_eq!(no_token.header("www-authenticate"), Some("Bearer"));
         let wrong = http::request(addr, method, &path, Some("t0ken-for-test")).await;
         assert_eq!(wrong.status, 401, "{method} {path} with a wrong token");
     }
     // With the token, every documented operation answers with a documented code
-    // (streams are checked apart).
+    // and body (streams are checked apart; tests/api_schema.rs calls every
+    // operation with data in every list).
     for op in ops.iter().filter(|o| !o.path.ends_with("/stream")) {
         let r = http::request(addr, &op.method, &concrete(&op.path), Some(TOKEN)).await;
+        assert_documented(&doc, &op.method, &op.path, &r);
         assert!(
             r.status != 401 && op.codes.contains(&r.status),
             "{} {}: {} {}",
@@ -146,6 +151,7 @@ fn assert_no_cors(r: &http::Response, what: &str) {
 async fn without_a_token_only_loopback_hosts_are_answered() {
     let proxy = Proxy::start(&config("", ""));
     let addr = api(&proxy);
+    let doc = get(addr, "/api/openapi.json", None).await.json();
     let port = addr.port().to_string();
     let paths = ["/health", "/", "/assets/app.js", "/api/sessions/active"];
     for host in [
@@ -181,10 +187,18 @@ async fn without_a_token_only_loopback_hosts_are_answered() {
             ("POST", "/api/sessions/{id}/terminate"),
             ("OPTIONS", "/health"),
         ]) {
+            let documented = if path.starts_with("/assets/") {
+                "/assets/{file}"
+            } else {
+                path
+            };
             let path = concrete(path);
             let what = format!("Host {host:?} {method} {path}");
             let r = http::raw(addr, &from_page(method, &path, host.as_deref())).await;
             assert_eq!(r.status, 403, "{what}: {}", r.text());
+            if method != "OPTIONS" {
+                assert_documented(&doc, method, documented, &r);
+            }
             assert_no_cors(&r, &what);
             let body = r.json();
             assert_eq!(body["error"], "forbidden_host", "{what}");

@@ -8,7 +8,7 @@ use axum::extract::Path;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
                    connect-src 'self'; object-src 'none'; base-uri 'none'; frame-ancestors 'none'";
@@ -55,6 +55,15 @@ fn respond(content_type: &'static str, body: &'static str) -> Response {
         .into_response()
 }
 
+/// The names of the files under `/assets/`.
+pub fn asset_names() -> impl Iterator<Item = &'static str> {
+    ASSETS.iter().map(|(name, _, _)| *name)
+}
+
+/// The web dashboard (needs no token; the page asks for one when the API does)
+#[utoipa::path(get, path = "/", responses(
+    (status = 200, description = "The dashboard page.", body = String, content_type = "text/html"),
+))]
 pub async fn index() -> Response {
     respond(
         "text/html; charset=utf-8",
@@ -62,6 +71,15 @@ pub async fn index() -> Response {
     )
 }
 
+/// The dashboard's static files (scripts, styles, the charting library and its
+/// license)
+#[utoipa::path(get, path = "/assets/{file}",
+    params(("file" = String, Path, description = "One of the dashboard's files.")),
+    responses(
+        (status = 200, description = "The file.", content(
+            (String = "text/javascript"), (String = "text/css"), (String = "text/plain"))),
+        (status = 404, description = "No such file.", body = ErrorBody),
+    ))]
 pub async fn asset(Path(name): Path<String>) -> Result<Response, ApiError> {
     match ASSETS.iter().find(|(n, _, _)| *n == name) {
         Some((_, content_type, body)) => Ok(respond(content_type, body)),

@@ -1,9 +1,10 @@
-//! The API's one error type, and its JSON form.
+//! The API's one error type, its JSON form, and the documented error responses.
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde_json::json;
+use serde::Serialize;
+use utoipa::{ToResponse, ToSchema};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -69,32 +70,99 @@ impl ApiError {
         }
     }
 
-    fn code(&self) -> &'static str {
+    fn code(&self) -> ErrorCode {
         match self {
-            Self::BadParam { .. } | Self::UnknownParam(_) | Self::RepeatedParam(_) => "bad_request",
-            Self::Unauthorized => "unauthorized",
-            Self::ForbiddenHost(_) => "forbidden_host",
-            Self::NotFound { .. } => "not_found",
-            Self::MethodNotAllowed { .. } => "method_not_allowed",
-            Self::BadSessionId { .. } => "bad_request",
-            Self::SessionNotFound(_) => "not_found",
-            Self::SessionNotActive(_) => "not_active",
-            Self::SessionsDisabled => "sessions_disabled",
-            Self::Store(_) => "store_error",
+            Self::BadParam { .. } | Self::UnknownParam(_) | Self::RepeatedParam(_) => {
+                ErrorCode::BadRequest
+            }
+            Self::Unauthorized => ErrorCode::Unauthorized,
+            Self::ForbiddenHost(_) => ErrorCode::ForbiddenHost,
+            Self::NotFound { .. } => ErrorCode::NotFound,
+            Self::MethodNotAllowed { .. } => ErrorCode::MethodNotAllowed,
+            Self::BadSessionId { .. } => ErrorCode::BadRequest,
+            Self::SessionNotFound(_) => ErrorCode::NotFound,
+            Self::SessionNotActive(_) => ErrorCode::NotActive,
+            Self::SessionsDisabled => ErrorCode::SessionsDisabled,
+            Self::Store(_) => ErrorCode::StoreError,
+        }
+    }
+
+    fn body(&self) -> ErrorBody {
+        let parameter = match self {
+            Self::BadParam { name, .. } => Some((*name).to_owned()),
+            Self::UnknownParam(name) | Self::RepeatedParam(name) => Some(name.clone()),
+            _ => None,
+        };
+        ErrorBody {
+            error: self.code(),
+            message: self.to_string(),
+            parameter,
+            header: matches!(self, Self::ForbiddenHost(_)).then_some("Host"),
         }
     }
 }
 
+/// What went wrong, in a word a client can match on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadRequest,
+    Unauthorized,
+    ForbiddenHost,
+    NotFound,
+    MethodNotAllowed,
+    NotActive,
+    SessionsDisabled,
+    StoreError,
+}
+
+/// The body of every error response.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = Error)]
+pub struct ErrorBody {
+    error: ErrorCode,
+    /// What happened, for a person to read.
+    message: String,
+    /// The query parameter at fault, for bad_request.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    parameter: Option<String>,
+    /// The request header at fault, for forbidden_host: "Host".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    header: Option<&'static str>,
+}
+
+// The error responses operations share; the document refers to them by name.
+
+/// A query parameter is unknown, repeated or invalid (`parameter` names it), or a
+/// session id is not a UUID.
+#[derive(ToResponse)]
+#[allow(dead_code)] // a document entry; never built
+pub struct BadRequest(ErrorBody);
+
+/// Missing or wrong bearer token.
+#[derive(ToResponse)]
+#[allow(dead_code)] // a document entry; never built
+pub struct Unauthorized(ErrorBody);
+
+/// Only without a token: the Host header is missing or is not a loopback name or
+/// address (DNS-rebinding guard); `header` is "Host" and `message` says why.
+#[derive(ToResponse)]
+#[allow(dead_code)] // a document entry; never built
+pub struct ForbiddenHost(ErrorBody);
+
+/// Session tracking is off ([sessions] enabled = false), or no such session.
+#[derive(ToResponse)]
+#[allow(dead_code)] // a document entry; never built
+pub struct SessionsDisabled(ErrorBody);
+
+/// The session store failed; the message says how.
+#[derive(ToResponse)]
+#[allow(dead_code)] // a document entry; never built
+pub struct StoreFailed(ErrorBody);
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({ "error": self.code(), "message": self.to_string() });
-        match &self {
-            Self::BadParam { name, .. } => body["parameter"] = json!(name),
-            Self::UnknownParam(name) | Self::RepeatedParam(name) => body["parameter"] = json!(name),
-            Self::ForbiddenHost(_) => body["header"] = json!("Host"),
-            _ => {}
-        }
-        let mut response = (self.status(), Json(body)).into_response();
+        let mut response = (self.status(), Json(self.body())).into_response();
         if matches!(self, Self::Unauthorized) {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,

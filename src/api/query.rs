@@ -14,7 +14,10 @@ impl Params {
     /// Fails on a parameter not in `allowed`: a typo must not be silently ignored.
     pub fn parse(raw: Option<&str>, allowed: &[&str]) -> Result<Self, ApiError> {
         let mut map = HashMap::new();
-        for (k, v) in form_pairs(raw.unwrap_or("")) {
+        // `application/x-www-form-urlencoded`: `+` is a space, `%` takes exactly two
+        // hex digits (`%+5` is not a byte), invalid UTF-8 becomes U+FFFD.
+        for (k, v) in form_urlencoded::parse(raw.unwrap_or("").as_bytes()) {
+            let (k, v) = (k.into_owned(), v.into_owned());
             if !allowed.contains(&k.as_str()) {
                 return Err(ApiError::UnknownParam(k));
             }
@@ -82,47 +85,6 @@ impl Params {
     }
 }
 
-/// Splits `a=1&b=x%20y` into decoded pairs (`+` is a space, as in HTML forms).
-fn form_pairs(raw: &str) -> Vec<(String, String)> {
-    raw.split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            (decode(k), decode(v))
-        })
-        .collect()
-}
-
-fn decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                // Two hex digits exactly: `from_str_radix` alone would take "+5".
-                let pair = &bytes[i + 1..i + 3];
-                let hex = pair
-                    .iter()
-                    .all(u8::is_ascii_hexdigit)
-                    .then(|| std::str::from_utf8(pair).ok())
-                    .flatten();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -144,7 +106,34 @@ mod tests {
             "query parameter `limit` = \"0\": expected an integer from 1 to 10"
         );
         assert!(Params::parse(Some("limt=1"), &["limit"]).is_err());
-        assert_eq!(decode("%zz%4"), "%zz%4");
-        assert_eq!(decode("100%25"), "100%");
+    }
+
+    fn value(raw: &str) -> String {
+        let p = Params::parse(Some(raw), &["v"]).unwrap();
+        p.get("v").unwrap_or_default().to_owned()
+    }
+
+    #[test]
+    fn percent_takes_exactly_two_hex_digits() {
+        assert_eq!(value("v=%zz%4"), "%zz%4");
+        assert_eq!(value("v=100%25"), "100%");
+        // Not the byte 5 (`from_str_radix` alone would read "+5" as 5); the `+` is
+        // a space as anywhere else.
+        assert_eq!(value("v=%+5"), "% 5");
+        assert_eq!(value("v=%41%62"), "Ab");
+        assert_eq!(value("v=%ff"), "\u{fffd}");
+        assert_eq!(value("v"), "");
+        assert_eq!(value("&&v=1&"), "1");
+    }
+
+    #[test]
+    fn a_repeated_or_unknown_parameter_is_named() {
+        let err = Params::parse(Some("v=1&v=2"), &["v"]).err().unwrap();
+        assert_eq!(err.to_string(), "query parameter `v` given more than once");
+        // Decoded before the check: `%76` is `v`.
+        let err = Params::parse(Some("v=1&%76=2"), &["v"]).err().unwrap();
+        assert_eq!(err.to_string(), "query parameter `v` given more than once");
+        let err = Params::parse(Some("w=1"), &["v"]).err().unwrap();
+        assert_eq!(err.to_string(), "unknown query parameter `w`");
     }
 }

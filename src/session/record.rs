@@ -4,9 +4,10 @@ use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     Active,
@@ -44,8 +45,10 @@ impl FromStr for Status {
     }
 }
 
-/// One session: a SOCKS request, accepted or refused.
-#[derive(Debug, Clone, Serialize, PartialEq)]
+/// One session: a SOCKS request, accepted or refused. The API serves it as it is
+/// (with live counts while active), so its schema is derived from these fields.
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
+#[schema(as = Session)]
 pub struct SessionRecord {
     pub id: Uuid,
     pub user: Option<String>,
@@ -61,8 +64,10 @@ pub struct SessionRecord {
     /// socks4 | socks5.
     pub protocol: String,
     #[serde(serialize_with = "rfc3339")]
+    #[schema(value_type = String, format = DateTime)]
     pub started_at: SystemTime,
     #[serde(serialize_with = "rfc3339_opt")]
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub ended_at: Option<SystemTime>,
     pub duration_ms: Option<u64>,
     pub bytes_client_to_upstream: u64,

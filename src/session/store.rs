@@ -4,6 +4,7 @@
 use std::time::SystemTime;
 
 use serde::Serialize;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 use super::record::{SessionRecord, Status, StoreOp};
@@ -81,23 +82,27 @@ impl Default for HistoryQuery {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// One page of sessions (history, or active sessions).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[schema(as = SessionPage)]
 pub struct HistoryPage {
     /// Matching sessions in all pages.
     pub total: u64,
+    /// 1-based, as requested (a page past the end is empty).
     pub page: u64,
+    /// As requested, or the default 50.
     pub page_size: u64,
     pub sessions: Vec<SessionRecord>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct TopEntry {
     pub name: String,
     pub sessions: u64,
     pub bytes: u64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, PartialEq, ToSchema)]
 pub struct SessionStats {
     pub total_sessions: u64,
     pub bytes_client_to_upstream: u64,

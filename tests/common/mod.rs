@@ -4,6 +4,7 @@
 
 pub mod fault_net;
 pub mod http;
+pub mod schema;
 pub mod socks;
 pub mod upstream;
 

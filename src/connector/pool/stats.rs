@@ -143,7 +143,7 @@ impl Totals {
 }
 
 /// A point-in-time view of the pool.
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct PoolStats {
     /// Idle connections ready for a client.
     pub total_idle: usize,
@@ -218,7 +218,7 @@ impl PoolStats {
     }
 }
 
-#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, PartialEq, utoipa::ToSchema)]
 pub struct DestinationStats {
     pub destination: String,
     pub idle: usize,
