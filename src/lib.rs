@@ -16,6 +16,7 @@ pub mod config;
 pub mod connector;
 pub mod counters;
 pub mod metrics;
+mod names;
 pub mod protocol;
 pub mod server;
 pub mod session;

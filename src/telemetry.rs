@@ -13,7 +13,6 @@
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::net::IpAddr;
-use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
@@ -48,41 +47,20 @@ pub enum Category {
     Sessions,
 }
 
-/// The names accepted by `FromStr` (and the API's filters).
-impl Severity {
-    pub const NAMES: &'static str = "info, warning, error";
-}
-
-impl Category {
-    pub const NAMES: &'static str = "connection_pool, upstream, auth, limits, config, sessions";
-}
-
-impl FromStr for Severity {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "info" => Ok(Self::Info),
-            "warning" => Ok(Self::Warning),
-            "error" => Ok(Self::Error),
-            _ => Err(()),
-        }
-    }
-}
-
-impl FromStr for Category {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "connection_pool" => Ok(Self::ConnectionPool),
-            "upstream" => Ok(Self::Upstream),
-            "auth" => Ok(Self::Auth),
-            "limits" => Ok(Self::Limits),
-            "config" => Ok(Self::Config),
-            "sessions" => Ok(Self::Sessions),
-            _ => Err(()),
-        }
-    }
-}
+// The names accepted by `FromStr` (and the API's filters).
+crate::names::names!(Severity {
+    Info => "info",
+    Warning => "warning",
+    Error => "error",
+});
+crate::names::names!(Category {
+    ConnectionPool => "connection_pool",
+    Upstream => "upstream",
+    Auth => "auth",
+    Limits => "limits",
+    Config => "config",
+    Sessions => "sessions",
+});
 
 /// What a stage reports. Typed, so the stage does no formatting.
 #[derive(Debug, Clone)]

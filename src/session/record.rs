@@ -1,6 +1,5 @@
 //! What is recorded about a session, and the operations the store applies.
 
-use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -17,33 +16,13 @@ pub enum Status {
     Terminated,
 }
 
-impl Status {
-    pub const NAMES: &'static str = "active, closed, failed, rejected, terminated";
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Active => "active",
-            Self::Closed => "closed",
-            Self::Failed => "failed",
-            Self::Rejected => "rejected",
-            Self::Terminated => "terminated",
-        }
-    }
-}
-
-impl FromStr for Status {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "active" => Ok(Self::Active),
-            "closed" => Ok(Self::Closed),
-            "failed" => Ok(Self::Failed),
-            "rejected" => Ok(Self::Rejected),
-            "terminated" => Ok(Self::Terminated),
-            _ => Err(()),
-        }
-    }
-}
+crate::names::names!(Status {
+    Active => "active",
+    Closed => "closed",
+    Failed => "failed",
+    Rejected => "rejected",
+    Terminated => "terminated",
+});
 
 /// One session: a SOCKS request, accepted or refused. The API serves it as it is
 /// (with live counts while active), so its schema is derived from these fields.

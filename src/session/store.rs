@@ -35,17 +35,11 @@ pub enum SortKey {
     Bytes,
 }
 
-impl std::str::FromStr for SortKey {
-    type Err = ();
-    fn from_str(s: &str) -> Result<Self, ()> {
-        match s {
-            "start" => Ok(Self::Start),
-            "duration" => Ok(Self::Duration),
-            "bytes" => Ok(Self::Bytes),
-            _ => Err(()),
-        }
-    }
-}
+crate::names::names!(SortKey {
+    Start => "start",
+    Duration => "duration",
+    Bytes => "bytes",
+});
 
 /// Filters, sort and page of a history query. Text filters match substrings.
 #[derive(Debug, Clone)]
