@@ -2,7 +2,7 @@
 //! at once, so that one host cannot take every `max_connections` slot (silent clients
 //! at the limit made every other client wait up to the handshake timeout).
 
-use std::collections::HashMap;
+use hashbrown::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 

@@ -83,8 +83,11 @@ impl Dialer {
     /// returned socket has TCP_NODELAY set: SOCKS tunnels carry interactive traffic.
     pub async fn dial(&self, dest: &TargetAddr) -> Result<TcpStream, ConnectError> {
         let attempt = async {
-            let addrs = resolve(dest).await?;
-            self.connect_first(&addrs).await
+            match dest {
+                // Its own one address: no lookup, no allocation.
+                TargetAddr::Ip(addr) => self.connect_first(std::slice::from_ref(addr)).await,
+                TargetAddr::Domain(..) => self.connect_first(&resolve(dest).await?).await,
+            }
         };
         let stream = tokio::time::timeout(self.timeout, attempt)
             .await

@@ -58,9 +58,19 @@ impl Request<'_> {
         outcome::opening(&self.req, self.peer)
     }
 
-    /// Registers a session that is about to relay, when sessions are tracked.
-    pub fn open_session(&self, opening: Opening) -> Option<Arc<ActiveSession>> {
-        Some(self.ctx.sessions.as_ref()?.open(opening))
+    /// Registers a session that is about to relay, when sessions are tracked (the
+    /// record, with its strings, is built only then).
+    pub fn open_session(
+        &self,
+        resolved: Option<SocketAddr>,
+        from_pool: bool,
+    ) -> Option<Arc<ActiveSession>> {
+        let sessions = self.ctx.sessions.as_ref()?;
+        Some(sessions.open(Opening {
+            resolved,
+            from_pool,
+            ..self.opening()
+        }))
     }
 
     /// The address the client connected to (IPv4 when it came IPv4-mapped): where a

@@ -12,7 +12,6 @@ use super::conn::Request;
 use super::outcome::{Bytes, Outcome};
 use super::relay::{self, RelayEnd, RelayOptions};
 use crate::counters::Counters;
-use crate::session::Opening;
 
 /// The two sockets of a tunnel about to relay, and what its record says of them.
 pub(super) struct Tunnel<'a> {
@@ -27,11 +26,7 @@ pub(super) struct Tunnel<'a> {
 /// Relays `t` for `r`'s client as one recorded session; the outcome closes the record.
 pub(super) async fn relay_recorded(r: &Request<'_>, t: Tunnel<'_>) -> Outcome {
     let ctx = r.ctx;
-    let session = r.open_session(Opening {
-        resolved: t.resolved,
-        from_pool: t.from_pool,
-        ..r.opening()
-    });
+    let session = r.open_session(t.resolved, t.from_pool);
     // Without session tracking the relay still counts, into counters of its own.
     let local = Counters::default();
     let counters = session.as_ref().map_or(&local, |s| &s.counters);

@@ -57,7 +57,7 @@ pub(super) async fn associate(r: Request<'_>) -> Outcome {
     }
     // A port of 0 means "from any port of the client's host".
     let expected_port = r.req.dest.port();
-    let session = r.open_session(r.opening());
+    let session = r.open_session(None, false);
     let local = Counters::default();
     let counters = session.as_ref().map_or(&local, |s| &s.counters);
     let mut assoc = Association {
