@@ -11,6 +11,8 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod metrics;
 pub mod pool;
 pub mod protocol;

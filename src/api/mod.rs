@@ -10,7 +10,7 @@ mod error;
 mod health;
 mod openapi;
 mod pool;
-mod query;
+pub(crate) mod query;
 mod sessions;
 mod telemetry;
 
