@@ -37,8 +37,8 @@ fn every_corpus_input_passes_its_targets_checks() {
     }
 }
 
-/// A fuzz target without a check here (or a check without a target) would be fuzzed
-/// but never replayed, or replayed but never fuzzed.
+/// A fuzz target without a check (or a check without a target, a `[[bin]]` entry or a
+/// corpus) would be fuzzed but never replayed, or replayed but never fuzzed.
 #[test]
 fn every_fuzz_target_has_a_check_and_a_corpus() {
     let mut on_disk: Vec<String> = fs::read_dir(fuzz_dir().join("fuzz_targets"))
@@ -50,12 +50,28 @@ fn every_fuzz_target_has_a_check_and_a_corpus() {
     on_disk.sort();
     let mut listed: Vec<String> = TARGETS.iter().map(|(name, _)| name.to_string()).collect();
     listed.sort();
-    assert_eq!(on_disk, listed);
+    assert_eq!(on_disk, listed, "fuzz/fuzz_targets/*.rs");
+    assert_eq!(cargo_bins(), listed, "[[bin]] entries of fuzz/Cargo.toml");
     let mut corpora: Vec<String> = fs::read_dir(fuzz_dir().join("corpus"))
         .expect("fuzz/corpus")
         .map(|entry| entry.expect("directory entry").file_name())
         .map(|name| name.to_string_lossy().into_owned())
         .collect();
     corpora.sort();
-    assert_eq!(corpora, listed);
+    assert_eq!(corpora, listed, "fuzz/corpus/*");
+}
+
+/// The `name` of every `[[bin]]` table in `fuzz/Cargo.toml`, sorted.
+fn cargo_bins() -> Vec<String> {
+    let manifest = fs::read_to_string(fuzz_dir().join("Cargo.toml")).expect("fuzz/Cargo.toml");
+    let mut names: Vec<String> = manifest
+        .split("[[bin]]")
+        .skip(1)
+        .filter_map(|table| {
+            let line = table.lines().find(|l| l.trim_start().starts_with("name"))?;
+            Some(line.split('"').nth(1)?.to_owned())
+        })
+        .collect();
+    names.sort();
+    names
 }
