@@ -15,6 +15,8 @@ pub mod auth;
 pub mod config;
 pub mod connector;
 pub mod counters;
+#[doc(hidden)]
+pub mod fuzz_checks;
 pub mod metrics;
 mod names;
 pub mod protocol;

@@ -15,7 +15,7 @@ mod health;
 mod host;
 mod openapi;
 mod pool;
-mod query;
+pub(crate) mod query;
 mod serve;
 mod sessions;
 mod telemetry;
