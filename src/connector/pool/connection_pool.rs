@@ -150,8 +150,8 @@ impl ConnectionPool {
         &self.inner.config
     }
 
-    /// A connection to `addr`:`port`, where `addr` is an IP address or a host name
-    /// (the form of `spec/connection-pool.md`'s interface).
+    /// A connection to `addr`:`port`, where `addr` is an IP address or a host name:
+    /// `checkout` for callers that hold the destination as text.
     pub async fn get_or_connect(
         &self,
         addr: &str,
@@ -445,10 +445,15 @@ impl Inner {
                 if self.totals.idle.load(Ordering::Relaxed) <= self.config.max_total_idle {
                     return;
                 }
-                shard.evict_oldest()
+                let victim = shard.evict_oldest();
+                if victim.is_some() {
+                    // Under the lock, so that a concurrent eviction that locks this
+                    // shard next sees the count without this connection.
+                    self.totals.idle.fetch_sub(1, Ordering::Relaxed);
+                }
+                victim
             };
             if let Some((dest, conn)) = victim {
-                self.totals.idle.fetch_sub(1, Ordering::Relaxed);
                 drop(conn);
                 self.emit(Signal::PoolEvicted {
                     destination: dest.to_string(),

@@ -63,8 +63,9 @@ impl Inner {
         let mut expired: Vec<IdleConn> = Vec::new();
         for mut shard in self.shards.expiring(deadline) {
             shard.drain_expired(deadline, &mut expired);
-            drop(shard);
+            // Under the lock: an eviction meanwhile must not count these as idle.
             self.totals.idle.fetch_sub(expired.len(), Ordering::Relaxed);
+            drop(shard);
             // Closed here, with the shard unlocked.
             expired.clear();
         }

@@ -152,8 +152,8 @@ pub struct PoolStats {
     pub in_use: usize,
     /// Background refill dials in flight.
     pub dialing: usize,
-    /// Checkouts served by a pooled connection: equal to `hits`, under the name
-    /// `spec/connection-pool.md` gives it.
+    /// Checkouts served by a pooled connection: equal to `hits`, under a second name
+    /// that API clients read.
     pub reused_connections: u64,
     /// Connections a client had to wait for: dialled on a miss.
     pub new_connections: u64,

@@ -39,6 +39,10 @@ pub(super) struct DestEntry {
     idle: Vec<IdleConn>,
     /// This destination's key in its shard's age index, while it has idle connections.
     aged: Option<AgeKey>,
+    /// The oldest idle connection may have changed since `aged` was set. Set by the
+    /// changes that can move it, so that the hot path (a pop or push at the newest
+    /// end) need not read the vector's first element to know that it did not.
+    front_moved: bool,
     /// Background refills in flight: not idle yet, but counted against the limits.
     pub dialing: usize,
     /// The last checkout request; drives the "recent demand" rule of refills.
@@ -54,6 +58,7 @@ impl DestEntry {
         Self {
             idle: Vec::new(),
             aged: None,
+            front_moved: false,
             dialing: 0,
             last_demand: None,
             refill_failing: false,
@@ -76,14 +81,20 @@ impl DestEntry {
     }
 
     /// The newest idle connection (LIFO).
+    #[inline]
     pub fn pop_newest(&mut self) -> Option<IdleConn> {
-        self.idle.pop()
+        let conn = self.idle.pop();
+        // Taking the last one empties the destination; otherwise the oldest stays.
+        self.front_moved |= conn.is_some() && self.idle.is_empty();
+        conn
     }
 
     /// Adds a connection where its age puts it (usually last: the newest).
+    #[inline]
     pub fn insert(&mut self, conn: IdleConn) {
         let at = self.idle.partition_point(|c| c.since <= conn.since);
         self.idle.insert(at, conn);
+        self.front_moved |= at == 0;
     }
 }
 
@@ -103,27 +114,45 @@ pub(super) struct Shard {
 
 impl Shard {
     /// Runs `f` on the entry for `dest` (created if needed), then brings the age
-    /// index up to date. Costs one comparison when the destination's oldest idle
+    /// index up to date. Costs one test of a flag when the destination's oldest idle
     /// connection stayed the same, which it does on a checkout or a return to a
     /// destination that keeps other idle connections.
+    #[inline]
     pub fn update<R>(&mut self, dest: &TargetAddr, f: impl FnOnce(&mut DestEntry) -> R) -> R {
         // One hash lookup; the key is cloned only when the entry is new.
         let entry = self.dests.entry_ref(dest).or_insert_with(DestEntry::new);
         let r = f(entry);
-        let oldest = entry.idle.first().map(|c| c.since);
-        if entry.aged.map(|(since, _)| since) != oldest {
-            if let Some(key) = entry.aged.take() {
-                self.by_age.remove(&key);
-            }
-            if let Some(since) = oldest {
-                let key = (since, self.next_seq);
-                self.next_seq += 1;
-                self.by_age.insert(key, dest.clone());
-                entry.aged = Some(key);
-            }
+        if entry.front_moved {
+            Self::reindex(&mut self.by_age, &mut self.next_seq, dest, entry);
             self.moved = true;
         }
+        debug_assert_eq!(
+            entry.aged.map(|(since, _)| since),
+            entry.idle.first().map(|c| c.since),
+            "age index out of step"
+        );
         r
+    }
+
+    /// Re-keys `entry` in the index after its oldest idle connection changed.
+    #[cold]
+    #[inline(never)]
+    fn reindex(
+        by_age: &mut BTreeMap<AgeKey, TargetAddr>,
+        next_seq: &mut u64,
+        dest: &TargetAddr,
+        entry: &mut DestEntry,
+    ) {
+        entry.front_moved = false;
+        if let Some(key) = entry.aged.take() {
+            by_age.remove(&key);
+        }
+        if let Some(first) = entry.idle.first() {
+            let key = (first.since, *next_seq);
+            *next_seq += 1;
+            by_age.insert(key, dest.clone());
+            entry.aged = Some(key);
+        }
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (&TargetAddr, &DestEntry)> {
@@ -135,6 +164,7 @@ impl Shard {
         let dest = self.by_age.first_key_value()?.1.clone();
         let conn = self.update(&dest, |e| {
             e.tally.evicted += 1;
+            e.front_moved = true;
             e.idle.remove(0)
         });
         Some((dest, conn))
@@ -151,6 +181,7 @@ impl Shard {
             self.update(&dest, |e| {
                 let n = e.idle.partition_point(|c| c.since <= deadline);
                 e.tally.expired += n as u64;
+                e.front_moved = true;
                 out.extend(e.idle.drain(..n));
             });
         }
@@ -161,6 +192,7 @@ impl Shard {
         for entry in self.dests.values_mut() {
             out.append(&mut entry.idle);
             entry.aged = None;
+            entry.front_moved = false;
         }
         self.by_age.clear();
         self.moved = true;
@@ -213,12 +245,14 @@ impl Shards {
         }
     }
 
+    #[inline]
     pub fn lock(&self, dest: &TargetAddr) -> ShardGuard<'_> {
         // The high bits pick the shard; the map inside uses its own hasher state.
         let i = (self.hasher.hash_one(dest) >> 40) as usize & (self.slots.len() - 1);
         self.lock_at(i)
     }
 
+    #[inline]
     fn lock_at(&self, i: usize) -> ShardGuard<'_> {
         let slot = &self.slots[i];
         ShardGuard {
@@ -297,10 +331,18 @@ impl DerefMut for ShardGuard<'_> {
 }
 
 impl Drop for ShardGuard<'_> {
+    #[inline]
     fn drop(&mut self) {
-        if !self.shard.moved {
-            return;
+        if self.shard.moved {
+            self.publish();
         }
+    }
+}
+
+impl ShardGuard<'_> {
+    #[cold]
+    #[inline(never)]
+    fn publish(&mut self) {
         self.shard.moved = false;
         let at = self
             .shard
