@@ -2,6 +2,9 @@
 //! non-consuming liveness peek, lease) and give it back (shard lock, push), against
 //! a plain `Mutex<HashMap<_, VecDeque<_>>>` doing the same work under one lock.
 //!
+//! The last two cases measure eviction and a reaper pass with 10,000 idle connections
+//! over 1,000 destinations.
+//!
 //! Run: `cargo bench --bench pool_checkout`. Threads 1 and 2 (this machine has 2
 //! cores); "same destination" puts every thread on one shard, "own destination"
 //! gives each thread its own.
@@ -146,4 +149,106 @@ fn mutex_hashmap_baseline(bencher: Bencher, own_destination: bool) {
         let s = f.baseline.take(dest).expect("an idle connection");
         f.baseline.put(dest, s);
     });
+}
+
+/// A pool at its global limit: `MANY_PER_DEST` idle connections to each of
+/// `MANY_DESTS` destinations (10,000 idle over 1,000 destinations).
+const MANY_DESTS: usize = 1_000;
+const MANY_PER_DEST: usize = 10;
+
+struct Crowd {
+    rt: Runtime,
+    _listeners: Vec<std::net::TcpListener>,
+    pool: ConnectionPool,
+    /// Destinations with nothing idle: a checkout there is a miss and a new dial,
+    /// whose return pushes the pool past `max_total_idle`.
+    spare_dests: Vec<TargetAddr>,
+    next_spare: std::sync::atomic::AtomicUsize,
+}
+
+fn listener() -> (std::net::TcpListener, TargetAddr) {
+    // Never accepted: the few connections per destination wait in the backlog.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dest = TargetAddr::from(l.local_addr().unwrap());
+    (l, dest)
+}
+
+fn crowd() -> &'static Crowd {
+    static F: OnceLock<Crowd> = OnceLock::new();
+    F.get_or_init(|| {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let _g = rt.enter();
+        let pool = ConnectionPool::new(PoolConfig {
+            max_idle_per_dest: MANY_PER_DEST,
+            max_total_idle: MANY_DESTS * MANY_PER_DEST,
+            idle_timeout: Duration::from_secs(3600),
+            ..PoolConfig::default()
+        });
+        let mut listeners = Vec::new();
+        for _ in 0..MANY_DESTS {
+            let (l, dest) = listener();
+            rt.block_on(async {
+                let mut held = Vec::new();
+                for _ in 0..MANY_PER_DEST {
+                    held.push(pool.checkout(&dest).await.unwrap());
+                }
+                while pool.get_stats().dialing > 0 {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                }
+                for c in held {
+                    pool.recycle(c);
+                }
+            });
+            listeners.push(l);
+        }
+        assert_eq!(pool.get_stats().total_idle, MANY_DESTS * MANY_PER_DEST);
+        let spare_dests = (0..MANY_DESTS)
+            .map(|_| {
+                let (l, dest) = listener();
+                listeners.push(l);
+                dest
+            })
+            .collect();
+        Crowd {
+            rt,
+            _listeners: listeners,
+            pool,
+            spare_dests,
+            next_spare: Default::default(),
+        }
+    })
+}
+
+/// Giving back one connection to a pool at `max_total_idle`: the pool evicts its
+/// least recently used idle connection. The connection is dialled outside the timing.
+/// 1,000 iterations, so that no spare destination reaches `max_idle_per_dest`.
+#[divan::bench(sample_count = 100, sample_size = 10)]
+fn evict_at_limit_10k_idle_1k_dests(bencher: Bencher) {
+    let c = crowd();
+    bencher
+        .with_inputs(|| {
+            let i = c
+                .next_spare
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let dest = &c.spare_dests[i % c.spare_dests.len()];
+            c.rt.block_on(c.pool.checkout(dest)).unwrap()
+        })
+        .bench_local_values(|conn| c.pool.recycle(conn));
+    let s = c.pool.get_stats();
+    assert!(
+        s.evicted > 0 && s.total_idle == MANY_DESTS * MANY_PER_DEST,
+        "{s:?}"
+    );
+}
+
+/// One reaper pass over 10,000 idle connections of which none is due to expire: the
+/// common case, paid every time the reaper wakes.
+#[divan::bench(sample_count = 100, sample_size = 10)]
+fn sweep_10k_idle_1k_dests(bencher: Bencher) {
+    let c = crowd();
+    bencher.bench_local(|| c.pool.sweep_now());
 }

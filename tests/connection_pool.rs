@@ -50,7 +50,10 @@ async fn idle_connection_past_its_timeout_is_not_handed_out() {
         .unwrap();
     let local = first.stream().local_addr().unwrap();
     pool.recycle(first);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Pool time on the paused clock; the dials around it are real.
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_millis(300)).await;
+    tokio::time::resume();
     let second = pool
         .get_or_connect("127.0.0.1", up.addr.port())
         .await
@@ -71,9 +74,11 @@ async fn a_returned_connection_keeps_its_age() {
     });
     let port = up.addr.port();
     let first = pool.get_or_connect("127.0.0.1", port).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_millis(200)).await;
     pool.recycle(first);
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    tokio::time::advance(Duration::from_millis(150)).await;
+    tokio::time::resume();
     // 350 ms since the dial: past the timeout, though returned 150 ms ago.
     let second = pool.get_or_connect("127.0.0.1", port).await.unwrap();
     assert!(!second.from_pool(), "an expired connection was handed out");

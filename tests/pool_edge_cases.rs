@@ -110,6 +110,8 @@ async fn reaper_removes_expired_connections_without_a_checkout() {
         pool.recycle(c);
     }
     assert!(pool.get_stats().total_idle >= 2);
+    // From here on the reaper runs on the paused clock (`eventually` sleeps on it).
+    tokio::time::pause();
     eventually("reaper emptied the pool", || {
         pool.get_stats().total_idle == 0
     })
@@ -117,8 +119,10 @@ async fn reaper_removes_expired_connections_without_a_checkout() {
     assert!(pool.get_stats().expired >= 2);
 }
 
+/// The reaper makes no system call per idle connection: a connection the peer
+/// closed stays idle (never handed out: checkout validates) until it expires.
 #[tokio::test]
-async fn reaper_removes_peer_closed_connections_before_they_expire() {
+async fn peer_closed_idle_connections_wait_for_expiry_not_for_a_client() {
     let up = upstream::holding();
     let (pool, _) = pool_with(PoolConfig {
         idle_timeout: Duration::from_secs(2),
@@ -128,12 +132,17 @@ async fn reaper_removes_peer_closed_connections_before_they_expire() {
     pool.recycle(c);
     eventually("upstream accepted", || up.accepted() == 1).await;
     up.close_all();
-    eventually("reaper found the closed connection", || {
+    tokio::time::sleep(Duration::from_millis(50)).await; // the FIN is in
+    tokio::time::pause();
+    // 1.5 s of the 2 s: the real time since the dial stays well below the rest.
+    tokio::time::advance(Duration::from_millis(1_500)).await;
+    assert_eq!(pool.get_stats().total_idle, 1, "closed before its timeout");
+    eventually("reaper expired the closed connection", || {
         pool.get_stats().total_idle == 0
     })
     .await;
     let stats = pool.get_stats();
-    assert_eq!((stats.stale_on_checkout, stats.expired), (1, 0));
+    assert_eq!((stats.stale_on_checkout, stats.expired), (0, 1));
 }
 
 #[tokio::test]
@@ -183,9 +192,9 @@ async fn global_limit_evicts_the_least_recently_used_idle_connection() {
         get(&pool, b.addr).await,
         get(&pool, c.addr).await,
     ];
+    // Returned in dial order: a returned connection ages from its dial.
     for conn in conns {
         pool.recycle(conn);
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let stats = pool.get_stats();
     assert_eq!((stats.total_idle, stats.evicted), (2, 1));
@@ -214,7 +223,9 @@ async fn idle_connections_are_handed_out_newest_first() {
         ..PoolConfig::default()
     });
     let x = get(&pool, up.addr).await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    tokio::time::pause();
+    tokio::time::advance(Duration::from_millis(20)).await;
+    tokio::time::resume();
     let y = get(&pool, up.addr).await; // a repeated miss: a spare z is dialled too
     eventually("refills landed", || pool.get_stats().dialing == 0).await;
     let (lx, ly) = (local(&x), local(&y));

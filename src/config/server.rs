@@ -105,8 +105,8 @@ impl ServerConfig {
     }
 }
 
-/// `[server.pool]`: the upstream connection pool (key names as in the original
-/// RustSocks pool). `connect_timeout_ms` bounds every upstream dial, pooled or not.
+/// `[server.pool]`: the upstream connection pool (docs/connection-pool.md).
+/// `connect_timeout_ms` bounds every upstream dial, pooled or not.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PoolSection {

@@ -38,9 +38,8 @@ pub(super) struct Tally {
     pub returned: u64,
     pub refreshed: u64,
     pub refill_failed: u64,
-    /// Found expired or peer-closed by the reaper.
+    /// Closed by the reaper at `idle_timeout`.
     pub expired: u64,
-    pub stale: u64,
     pub evicted: u64,
     pub dropped_full: u64,
 }
@@ -95,7 +94,7 @@ impl Counts {
             misses: t.misses,
             returned: t.returned,
             expired: t.expired + exp,
-            stale: t.stale + stale,
+            stale,
             evicted: t.evicted,
             dropped_full: t.dropped_full,
             in_use: (hits + new).saturating_sub(get(&s.released)),
@@ -153,8 +152,8 @@ pub struct PoolStats {
     pub in_use: usize,
     /// Background refill dials in flight.
     pub dialing: usize,
-    /// Checkouts served by a pooled connection (equal to `hits`; the name of the
-    /// original pool's statistics API).
+    /// Checkouts served by a pooled connection: equal to `hits`, under a second name
+    /// that API clients read.
     pub reused_connections: u64,
     /// Connections a client had to wait for: dialled on a miss.
     pub new_connections: u64,
@@ -168,7 +167,7 @@ pub struct PoolStats {
     /// Connections closed on arrival because their destination held
     /// `max_idle_per_dest` idle connections.
     pub dropped_full: u64,
-    /// Idle connections found closed by the peer (FIN or RST) at checkout or sweep.
+    /// Idle connections found closed by the peer (FIN or RST) at checkout.
     pub stale_on_checkout: u64,
     /// Background refill dials that succeeded and joined the pool.
     pub refreshed: u64,
