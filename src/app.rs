@@ -41,6 +41,9 @@ pub enum StartError {
     Sessions(#[from] StoreError),
 }
 
+/// How long the API may take to finish its responses at shutdown.
+const API_SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub struct App;
 
 impl App {
@@ -64,7 +67,8 @@ impl App {
             Some(l) => Some(local_addr(l, config.api.bind())?),
             None => None,
         };
-        let own = OwnAddresses::new([Some(socks_addr), api_addr].into_iter().flatten());
+        let own = OwnAddresses::new([Some(socks_addr), api_addr].into_iter().flatten())
+            .with_address(config.server.external_address);
         let connector = Connector::new(
             &config.server.pool,
             config.server.tcp_keepalive(),
@@ -180,7 +184,9 @@ impl Running {
         }
         if let Some((shutdown, task)) = self.api {
             shutdown.cancel();
-            let _ = task.await;
+            // Each connection finishes the response it is writing; a client that
+            // stops reading one must not hold the process.
+            let _ = tokio::time::timeout(API_SHUTDOWN_LIMIT, task).await;
         }
         report
     }

@@ -29,6 +29,7 @@ const REJECT_REASONS: &[&str] = &[
     "command_not_supported",
     "per_ip_limit",
     "own_address",
+    "auth_throttled",
 ];
 const HANDSHAKE_REASONS: &[&str] = &["timeout", "malformed", "client_closed", "io_error"];
 const DIRECTIONS: &[&str] = &["client_to_upstream", "upstream_to_client"];
@@ -61,7 +62,8 @@ pub struct Metrics {
     pub connections_accepted: Counter,
     pub connections_active: Gauge,
     /// Requests the server refused: reason = auth_failed | no_acceptable_method |
-    /// socks4_needs_auth | command_not_supported | per_ip_limit | own_address.
+    /// socks4_needs_auth | command_not_supported | per_ip_limit | own_address |
+    /// auth_throttled.
     pub connections_rejected: Family<Label, Counter>,
     /// reason = timeout | malformed | client_closed | io_error.
     pub handshake_failures: Family<Label, Counter>,

@@ -273,3 +273,17 @@ async fn login_under_a_password_guessing_attack() {
     );
     assert!(delayed + refused > 0, "the guesses were not held back");
 }
+
+/// A client that sends half a request head to the API is not kept for ever.
+#[tokio::test]
+async fn the_api_closes_a_connection_that_never_finishes_its_request() {
+    let proxy = Proxy::start(&config("", ""));
+    let mut slow = TcpStream::connect(proxy.api.unwrap()).await.unwrap();
+    slow.write_all(b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+        .await
+        .unwrap();
+    let mut buf = Vec::new();
+    // The limit is 5 s; a hang would wait for LIMIT and fail.
+    let closed = tokio::time::timeout(LIMIT, slow.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "the half-sent request was kept open");
+}

@@ -9,4 +9,4 @@ mod own;
 mod per_ip;
 
 pub use own::OwnAddresses;
-pub use per_ip::{PerIpLimit, PerIpSlot};
+pub use per_ip::{client_key, PerIpLimit, PerIpSlot};

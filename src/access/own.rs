@@ -9,8 +9,8 @@
 //! spellings (`::ffff:127.0.0.1`) are compared as the IPv4 address they carry.
 //!
 //! The port is checked first, so the common case costs a few comparisons; the
-//! interface list is read only for a destination on one of our ports (addresses can
-//! change while the process runs, so it is not cached).
+//! interface list is read only for a destination on one of our ports, and a reading
+//! is reused for a second (addresses can change while the process runs).
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -20,6 +20,9 @@ use crate::connector::{AddressCheck, Refusal};
 #[derive(Debug, Clone, Default)]
 pub struct OwnAddresses {
     ports: Vec<u16>,
+    /// Addresses of this host that are on no interface: `server.external_address`
+    /// behind a NAT, which a connection can reach by hairpinning.
+    extra: Vec<IpAddr>,
 }
 
 impl OwnAddresses {
@@ -32,7 +35,16 @@ impl OwnAddresses {
             .collect();
         ports.sort_unstable();
         ports.dedup();
-        Self { ports }
+        Self {
+            ports,
+            extra: Vec::new(),
+        }
+    }
+
+    /// Also counts `ip` as this host's (see `extra`).
+    pub fn with_address(mut self, ip: Option<IpAddr>) -> Self {
+        self.extra.extend(ip.map(|ip| ip.to_canonical()));
+        self
     }
 
     /// Whether `dest` reaches one of the process's listening sockets.
@@ -46,7 +58,7 @@ impl OwnAddresses {
         if !self.ports.contains(&port) && !extra.contains(&port) {
             return false;
         }
-        reaches_this_host(dest.ip())
+        self.extra.contains(&dest.ip().to_canonical()) || reaches_this_host(dest.ip())
     }
 }
 
@@ -75,7 +87,27 @@ pub fn reaches_this_host(ip: IpAddr) -> bool {
         }
     }
     // When the interfaces cannot be read, assume the worst: the address is ours.
-    interface_addresses().is_none_or(|list| list.contains(&ip))
+    cached_interface_addresses().is_none_or(|list| list.contains(&ip))
+}
+
+/// How long a reading of the interfaces is reused: a UDP client sending to remote
+/// hosts on one of our port numbers would otherwise cost a getifaddrs per datagram.
+const INTERFACES_FRESH: std::time::Duration = std::time::Duration::from_secs(1);
+
+fn cached_interface_addresses() -> Option<std::sync::Arc<Vec<IpAddr>>> {
+    use std::sync::{Arc, Mutex, PoisonError};
+    use std::time::Instant;
+    type Reading = Option<(Instant, Arc<Vec<IpAddr>>)>;
+    static CACHE: Mutex<Reading> = Mutex::new(None);
+    let mut cache = CACHE.lock().unwrap_or_else(PoisonError::into_inner);
+    if let Some((read_at, list)) = cache.as_ref() {
+        if read_at.elapsed() < INTERFACES_FRESH {
+            return Some(Arc::clone(list));
+        }
+    }
+    let list = Arc::new(interface_addresses()?);
+    *cache = Some((Instant::now(), Arc::clone(&list)));
+    Some(list)
 }
 
 /// The addresses of the host's interfaces, or None if they cannot be read.
@@ -150,6 +182,15 @@ mod tests {
         ] {
             assert!(!own.contains(addr(dest)), "{dest} refused");
         }
+    }
+
+    #[test]
+    fn the_external_address_is_own_too() {
+        let public: IpAddr = "203.0.113.7".parse().unwrap();
+        let own = OwnAddresses::new([addr("0.0.0.0:1080")]).with_address(Some(public));
+        assert!(own.contains(addr("203.0.113.7:1080")));
+        assert!(!own.contains(addr("203.0.113.8:1080")));
+        assert!(!own.contains(addr("203.0.113.7:443")));
     }
 
     #[test]

@@ -34,9 +34,11 @@ impl PerIpLimit {
     }
 
     /// A place for one more connection from `ip`, or None at the limit. IPv4-mapped
-    /// IPv6 addresses count as the IPv4 address they carry.
+    /// IPv6 addresses count as the IPv4 address they carry; IPv6 addresses count per
+    /// /64 (one host usually has a whole /64 and could take a new address per
+    /// connection).
     pub fn try_acquire(&self, ip: IpAddr) -> Option<PerIpSlot> {
-        let ip = ip.to_canonical();
+        let ip = client_key(ip);
         let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         let n = open.entry(ip).or_insert(0);
         if *n >= self.limit {
@@ -49,10 +51,23 @@ impl PerIpLimit {
         })
     }
 
-    /// Connections `ip` holds now.
+    /// Connections `ip` (its /64, for IPv6) holds now.
     pub fn open(&self, ip: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
-        open.get(&ip.to_canonical()).copied().unwrap_or(0)
+        open.get(&client_key(ip)).copied().unwrap_or(0)
+    }
+}
+
+/// What a client address counts as, for limits kept per client: IPv4 as itself (also
+/// in IPv4-mapped form), IPv6 by its /64.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let mut octets = v6.octets();
+            octets[8..].fill(0);
+            IpAddr::from(octets)
+        }
+        v4 => v4,
     }
 }
 
@@ -88,6 +103,20 @@ mod tests {
         drop(first);
         let _again = limit.try_acquire(a).expect("a freed place");
         assert_eq!(limit.open(a), 2);
+    }
+
+    #[test]
+    fn ipv6_addresses_count_per_64() {
+        let limit = PerIpLimit::new(1);
+        let _one = limit
+            .try_acquire("2001:db8:1:2::1".parse().unwrap())
+            .unwrap();
+        assert!(limit
+            .try_acquire("2001:db8:1:2::99".parse().unwrap())
+            .is_none());
+        assert!(limit
+            .try_acquire("2001:db8:1:3::1".parse().unwrap())
+            .is_some());
     }
 
     #[test]

@@ -22,6 +22,11 @@ use tokio_util::task::TaskTracker;
 /// Largest request head (request line and headers) the API reads.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
 
+/// A client must send its whole request head within this, or its connection is
+/// closed: without it a client sending half a request holds a connection (and a
+/// task) for ever. hyper applies it only with a timer, which `axum::serve` did not set.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// After a failed accept (out of file descriptors, say), wait this long before the
 /// next: retrying at once would spin a core while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
@@ -49,6 +54,8 @@ pub async fn run(
         connections.spawn(async move {
             let mut builder = http1::Builder::new();
             builder.max_header_size(MAX_HEAD_BYTES);
+            builder.timer(hyper_util::rt::TokioTimer::new());
+            builder.header_read_timeout(HEADER_READ_TIMEOUT);
             let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
             let result = tokio::select! {
                 result = conn.as_mut() => result,

@@ -23,7 +23,7 @@ use crate::config::{AuthConfig, SocksMethod};
 use crate::metrics::Metrics;
 use crate::telemetry::{Signal, Telemetry};
 use password::Credential;
-use throttle::{Admission, Throttle};
+use throttle::{Admission, Throttle, Ticket};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AuthError {
@@ -146,7 +146,8 @@ impl Authenticator {
         username: &[u8],
         password: &[u8],
     ) -> Result<(), AuthError> {
-        let suspect = match self.inner.throttle.admit(client) {
+        let (admission, ticket) = self.inner.throttle.admit(client, username);
+        let suspect = match admission {
             Admission::Now { suspect } => suspect,
             Admission::After { delay, failures } => {
                 self.held_back(client, failures, delay, "delayed");
@@ -165,9 +166,12 @@ impl Authenticator {
                 return Err(AuthError::Throttled { failures });
             }
         };
-        let checked = self.check(username, password, suspect).await;
-        if !matches!(checked, Err(AuthError::Interrupted(_))) {
-            self.inner.throttle.record(client, checked.is_ok());
+        let checked = self
+            .check(username, password, suspect, ticket.as_ref())
+            .await;
+        if let Some(ticket) = ticket {
+            // A guess stopped at the gate counts as a failure too.
+            ticket.finish(checked.is_ok());
         }
         checked
     }
@@ -187,12 +191,19 @@ impl Authenticator {
         }
     }
 
+    /// Checks the password; `ticket` is looked at again just before the check (see
+    /// `throttle::Ticket::stopped`).
     async fn check(
         &self,
         username: &[u8],
         password: &[u8],
         suspect: bool,
+        ticket: Option<&Ticket<'_>>,
     ) -> Result<(), AuthError> {
+        let stopped = || match ticket.and_then(Ticket::stopped) {
+            Some(failures) => Err(AuthError::Throttled { failures }),
+            None => Ok(()),
+        };
         let known = self.inner.users.contains_key(username);
         let credential = self.inner.users.get(username).unwrap_or(&self.inner.decoy);
         let matches = if credential.is_hashed() {
@@ -209,6 +220,7 @@ impl Authenticator {
                 .acquire_owned()
                 .await
                 .expect("the semaphore is never closed");
+            stopped()?;
             let inner = Arc::clone(&self.inner);
             let (username, password) = (username.to_vec(), password.to_vec());
             tokio::task::spawn_blocking(move || {
@@ -225,6 +237,7 @@ impl Authenticator {
             .await
             .map_err(AuthError::Interrupted)?
         } else {
+            stopped()?;
             credential.matches(password)
         };
         match (known, matches) {

@@ -245,3 +245,15 @@ fn per_ip_limit_defaults_to_a_quarter_and_must_fit_max_connections() {
         );
     }
 }
+
+#[test]
+fn the_login_back_off_must_end_inside_the_handshake_deadline() {
+    let toml = |max: u64| {
+        format!(
+            "[server]\nhandshake_timeout_ms = 5000\n[auth]\nsocks_method = \"userpass\"\n\
+             login_backoff_max_ms = {max}\n[[auth.users]]\nusername = \"a\"\npassword = \"b\"\n"
+        )
+    };
+    assert_eq!(invalid_keys(&toml(8000)), ["auth.login_backoff_max_ms"]);
+    Config::from_toml(&toml(4000)).unwrap().validate().unwrap();
+}

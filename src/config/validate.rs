@@ -60,6 +60,22 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
             out.push(Problem::new(key, value, "at least 1"));
         }
     }
+    // A hold-back must end inside the handshake's deadline, or a client whose turn
+    // comes just too late never gets its password checked (and a success, which would
+    // clear its address, never happens).
+    if config.auth.socks_method == SocksMethod::Userpass
+        && config.auth.login_backoff_ms > 0
+        && config.auth.login_backoff_max_ms >= s.handshake_timeout_ms
+    {
+        out.push(Problem::new(
+            "auth.login_backoff_max_ms",
+            config.auth.login_backoff_max_ms,
+            format!(
+                "less than server.handshake_timeout_ms ({}), which bounds the whole login",
+                s.handshake_timeout_ms
+            ),
+        ));
+    }
     if config.auth.login_backoff_max_ms < config.auth.login_backoff_ms {
         out.push(Problem::new(
             "auth.login_backoff_max_ms",

@@ -139,6 +139,18 @@ pub(super) fn observe(ctx: &Context, peer: SocketAddr, outcome: Outcome) {
     match outcome {
         Outcome::Refused { mut opening, why } => {
             let (label, reason) = match why {
+                Refusal::Auth {
+                    user,
+                    source: source @ AuthError::Throttled { .. },
+                } => {
+                    // Counted and reported by the authenticator as held back.
+                    debug!(client = %peer, user = %user, reason = %source, "login refused unchecked");
+                    opening.user = Some(user);
+                    (
+                        "auth_throttled",
+                        "authentication refused unchecked: too many recent failures from this address",
+                    )
+                }
                 Refusal::Auth { user, source } => {
                     warn!(client = %peer, user = %user, reason = %source, "authentication failed");
                     m.auth_failures.inc();
