@@ -52,7 +52,7 @@ impl App {
     pub async fn start(config: Config) -> Result<Running, StartError> {
         config.validate()?;
         let api_token = config.api_token()?;
-        let auth = Authenticator::from_config(&config.auth)?;
+        let auth = Authenticator::new(&config.auth, config.login_backoff_limit())?;
         let telemetry = Telemetry::start(&config.telemetry);
         for message in config.warnings() {
             telemetry.emit(Signal::ConfigWarning { message });

@@ -74,7 +74,15 @@ struct Inner {
 }
 
 impl Authenticator {
+    /// The method and users of `config`, holding logins back at most `auth.login_backoff_max_ms`.
     pub fn from_config(config: &AuthConfig) -> Result<Self, AuthError> {
+        Self::new(config, config.login_backoff_max())
+    }
+
+    /// As `from_config`, holding logins back at most `backoff_limit` (the server
+    /// passes `Config::login_backoff_limit`, which keeps it inside the handshake's
+    /// deadline).
+    pub fn new(config: &AuthConfig, backoff_limit: std::time::Duration) -> Result<Self, AuthError> {
         let mut users = HashMap::new();
         for user in &config.users {
             let credential = match (&user.password, &user.password_hash) {
@@ -117,7 +125,7 @@ impl Authenticator {
                 throttle: Throttle::new(
                     config.login_failures_before_backoff,
                     config.login_backoff(),
-                    config.login_backoff_max(),
+                    backoff_limit,
                 ),
                 report: std::sync::OnceLock::new(),
                 #[cfg(test)]

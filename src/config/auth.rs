@@ -25,7 +25,7 @@ impl Default for AuthConfig {
             users: Vec::new(),
             login_failures_before_backoff: 3,
             login_backoff_ms: 250,
-            login_backoff_max_ms: 8_000,
+            login_backoff_max_ms: 5_000,
         }
     }
 }

@@ -111,6 +111,16 @@ impl Config {
     pub fn warnings(&self) -> Vec<String> {
         validate::warnings(self)
     }
+
+    /// The longest a login is held back: `auth.login_backoff_max_ms`, but at most half
+    /// of `server.handshake_timeout_ms`, which bounds the whole login. A longer
+    /// hold-back would let a client's turn come only after its deadline, so that its
+    /// password is never checked and a success never clears its address.
+    pub fn login_backoff_limit(&self) -> std::time::Duration {
+        self.auth
+            .login_backoff_max()
+            .min(self.server.handshake_timeout() / 2)
+    }
 }
 
 #[cfg(test)]

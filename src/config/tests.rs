@@ -247,13 +247,29 @@ fn per_ip_limit_defaults_to_a_quarter_and_must_fit_max_connections() {
 }
 
 #[test]
-fn the_login_back_off_must_end_inside_the_handshake_deadline() {
+fn the_login_back_off_ends_inside_the_handshake_deadline() {
     let toml = |max: u64| {
         format!(
             "[server]\nhandshake_timeout_ms = 5000\n[auth]\nsocks_method = \"userpass\"\n\
-             login_backoff_max_ms = {max}\n[[auth.users]]\nusername = \"a\"\npassword = \"b\"\n"
+             login_backoff_max_ms = {max}\n[[auth.users]]\nusername = \"a\"\npassword_hash = \"x\"\n"
         )
     };
-    assert_eq!(invalid_keys(&toml(8000)), ["auth.login_backoff_max_ms"]);
-    Config::from_toml(&toml(4000)).unwrap().validate().unwrap();
+    let long = Config::from_toml(&toml(8000)).unwrap();
+    assert_eq!(
+        long.login_backoff_limit(),
+        std::time::Duration::from_millis(2500)
+    );
+    assert!(long
+        .warnings()
+        .iter()
+        .any(|w| w.contains("auth.login_backoff_max_ms")));
+    let short = Config::from_toml(&toml(2000)).unwrap();
+    assert_eq!(
+        short.login_backoff_limit(),
+        std::time::Duration::from_millis(2000)
+    );
+    assert!(!short
+        .warnings()
+        .iter()
+        .any(|w| w.contains("auth.login_backoff_max_ms")));
 }

@@ -60,22 +60,6 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
             out.push(Problem::new(key, value, "at least 1"));
         }
     }
-    // A hold-back must end inside the handshake's deadline, or a client whose turn
-    // comes just too late never gets its password checked (and a success, which would
-    // clear its address, never happens).
-    if config.auth.socks_method == SocksMethod::Userpass
-        && config.auth.login_backoff_ms > 0
-        && config.auth.login_backoff_max_ms >= s.handshake_timeout_ms
-    {
-        out.push(Problem::new(
-            "auth.login_backoff_max_ms",
-            config.auth.login_backoff_max_ms,
-            format!(
-                "less than server.handshake_timeout_ms ({}), which bounds the whole login",
-                s.handshake_timeout_ms
-            ),
-        ));
-    }
     if config.auth.login_backoff_max_ms < config.auth.login_backoff_ms {
         out.push(Problem::new(
             "auth.login_backoff_max_ms",
@@ -400,6 +384,19 @@ pub(super) fn warnings(config: &Config) -> Vec<String> {
             "user \"{}\" has a plain-text password in the config; prefer password_hash \
              (rustsocks hash-password)",
             user.username
+        ));
+    }
+    if auth.socks_method == SocksMethod::Userpass
+        && auth.login_backoff_ms > 0
+        && auth.login_backoff_max() > config.login_backoff_limit()
+    {
+        out.push(format!(
+            "auth.login_backoff_max_ms = {} is more than half of server.handshake_timeout_ms \
+             ({}): logins are held back at most {} ms, so that a turn always comes inside the \
+             login's deadline",
+            auth.login_backoff_max_ms,
+            config.server.handshake_timeout_ms,
+            config.login_backoff_limit().as_millis()
         ));
     }
     if config.server.allow_open_proxy && !config.server.bind_address.is_loopback() {
