@@ -94,22 +94,12 @@ pub fn udp_header(data: &[u8]) {
 }
 
 /// Every query parameter name a handler of the management API accepts.
-const API_PARAMS: &[&str] = &[
-    "user",
-    "destination",
-    "status",
-    "client",
-    "since",
-    "until",
-    "sort",
-    "order",
-    "page",
-    "page_size",
-    "window_hours",
-    "severity",
-    "category",
-    "limit",
-];
+static API_PARAMS_LIST: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+    let mut all: Vec<&'static str> = crate::api::QUERY_PARAMS.concat();
+    all.sort_unstable();
+    all.dedup();
+    all
+});
 
 /// The management API's query-string parser on any UTF-8 text: errors name a
 /// parameter that is really wrong, no value is longer than the query it came from,
@@ -119,19 +109,19 @@ pub fn api_query(data: &[u8]) {
     let Ok(raw) = std::str::from_utf8(data) else {
         return;
     };
-    let params = match Params::parse(Some(raw), API_PARAMS) {
+    let params = match Params::parse(Some(raw), &API_PARAMS_LIST) {
         Ok(params) => params,
         Err(ApiError::UnknownParam(name)) => {
-            assert!(!API_PARAMS.contains(&name.as_str()), "{name:?}");
+            assert!(!API_PARAMS_LIST.contains(&name.as_str()), "{name:?}");
             return;
         }
         Err(ApiError::RepeatedParam(name)) => {
-            assert!(API_PARAMS.contains(&name.as_str()), "{name:?}");
+            assert!(API_PARAMS_LIST.contains(&name.as_str()), "{name:?}");
             return;
         }
         Err(other) => panic!("parse can only fail on a name, got {other:?}"),
     };
-    let present: Vec<(&str, &str)> = API_PARAMS
+    let present: Vec<(&str, &str)> = API_PARAMS_LIST
         .iter()
         .filter_map(|&name| params.get(name).map(|v| (name, v)))
         .collect();
@@ -147,8 +137,8 @@ pub fn api_query(data: &[u8]) {
         assert!(params.get("since").is_some(), "{e}");
     }
     let canonical = form_encode(&present);
-    let again = Params::parse(Some(&canonical), API_PARAMS).expect("canonical form parses");
-    for &name in API_PARAMS {
+    let again = Params::parse(Some(&canonical), &API_PARAMS_LIST).expect("canonical form parses");
+    for &name in API_PARAMS_LIST.iter() {
         assert_eq!(
             again.get(name),
             params.get(name),

@@ -20,6 +20,16 @@ mod serve;
 mod sessions;
 mod telemetry;
 
+/// The query parameters of every operation, one list per operation (the fuzz
+/// target of the query parser takes their union).
+pub(crate) const QUERY_PARAMS: &[&[&str]] = &[
+    sessions::ACTIVE_PARAMS,
+    sessions::HISTORY_PARAMS,
+    sessions::STATS_PARAMS,
+    telemetry::EVENTS_PARAMS,
+    telemetry::STREAM_PARAMS,
+];
+
 use std::sync::Arc;
 use std::time::Instant;
 
