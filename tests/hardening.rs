@@ -267,8 +267,8 @@ async fn login_under_a_password_guessing_attack() {
     let failures = metric(&text, "rustsocks_auth_failures_total");
     println!(
         "good login p50 alone {alone:?}, during the attack {attacked:?} ({:.2}x); \
-         attack: {guesses} guesses, {failures} failed logins, of which {refused} were \
-         refused unchecked and {delayed} delayed before their check",
+         attack: {guesses} guesses: {failures} checked and failed, {refused} refused \
+         unchecked, {delayed} delayed before their check",
         attacked.as_secs_f64() / alone.as_secs_f64()
     );
     assert!(delayed + refused > 0, "the guesses were not held back");
