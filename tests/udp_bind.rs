@@ -534,3 +534,39 @@ async fn an_empty_payload_is_relayed() {
         0
     );
 }
+
+/// Two associations of a client on the proxy's host cannot be pointed at each
+/// other's relay sockets (answers would loop between them, growing each lap).
+#[tokio::test]
+async fn an_association_cannot_send_to_another_associations_relay() {
+    let proxy = Proxy::start(&config("", ""));
+    let (control_a, relay_a) = associate(proxy.addr).await;
+    let (control_b, relay_b) = associate(proxy.addr).await;
+    let client_a = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let client_b = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    // B's client fixes B's association to itself first.
+    let echo = udp_echo(IpAddr::V4(Ipv4Addr::LOCALHOST)).await;
+    assert!(round_trip(&client_b, relay_b, echo.into(), b"b", LIMIT)
+        .await
+        .is_some());
+    client_a
+        .send_to(
+            &datagram(relay_b.into(), &datagram(echo.into(), b"loop")),
+            relay_a,
+        )
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let nothing =
+        tokio::time::timeout(Duration::from_millis(300), client_b.recv_from(&mut buf)).await;
+    assert!(
+        nothing.is_err(),
+        "B's client got a datagram from A's association"
+    );
+    let text = get(proxy.api.unwrap(), "/metrics", None).await.text();
+    assert_eq!(
+        metric(&text, "rustsocks_udp_dropped_total{reason=\"own_address\"}"),
+        1
+    );
+    drop((control_a, control_b));
+}

@@ -8,5 +8,5 @@
 mod own;
 mod per_ip;
 
-pub use own::OwnAddresses;
+pub use own::{HeldPort, OwnAddresses};
 pub use per_ip::{client_key, PerIpLimit, PerIpSlot};

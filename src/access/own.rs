@@ -12,17 +12,43 @@
 //! interface list is read only for a destination on one of our ports, and a reading
 //! is reused for a second (addresses can change while the process runs).
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::connector::{AddressCheck, Refusal};
 
-/// Ports this process listens on (SOCKS, API); see the module documentation.
+/// Ports this process listens on (SOCKS, API, and the sockets of every UDP
+/// association while it lasts); see the module documentation. Clones share the UDP
+/// ports.
 #[derive(Debug, Clone, Default)]
 pub struct OwnAddresses {
     ports: Vec<u16>,
     /// Addresses of this host that are on no interface: `server.external_address`
     /// behind a NAT, which a connection can reach by hairpinning.
     extra: Vec<IpAddr>,
+    /// Ports of UDP sockets open now, with how many sockets hold each: one
+    /// association must not be pointed at another's relay (a loop between them).
+    udp: Arc<Mutex<HashMap<u16, usize>>>,
+}
+
+/// A UDP port counted as the proxy's own until dropped.
+#[derive(Debug)]
+pub struct HeldPort {
+    udp: Arc<Mutex<HashMap<u16, usize>>>,
+    port: u16,
+}
+
+impl Drop for HeldPort {
+    fn drop(&mut self) {
+        let mut udp = self.udp.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = udp.get_mut(&self.port) {
+            *n -= 1;
+            if *n == 0 {
+                udp.remove(&self.port);
+            }
+        }
+    }
 }
 
 impl OwnAddresses {
@@ -38,6 +64,17 @@ impl OwnAddresses {
         Self {
             ports,
             extra: Vec::new(),
+            udp: Arc::default(),
+        }
+    }
+
+    /// Counts the UDP socket on `port` as the proxy's own while the value lives.
+    pub fn hold_udp_port(&self, port: u16) -> HeldPort {
+        let mut udp = self.udp.lock().unwrap_or_else(PoisonError::into_inner);
+        *udp.entry(port).or_insert(0) += 1;
+        HeldPort {
+            udp: Arc::clone(&self.udp),
+            port,
         }
     }
 
@@ -47,18 +84,14 @@ impl OwnAddresses {
         self
     }
 
-    /// Whether `dest` reaches one of the process's listening sockets.
+    /// Whether `dest` reaches one of the process's sockets.
     pub fn contains(&self, dest: SocketAddr) -> bool {
-        self.contains_with(dest, &[])
-    }
-
-    /// As `contains`, with `extra` ports of the caller's own (a UDP relay's sockets).
-    pub fn contains_with(&self, dest: SocketAddr, extra: &[u16]) -> bool {
         let port = dest.port();
-        if !self.ports.contains(&port) && !extra.contains(&port) {
-            return false;
-        }
-        self.extra.contains(&dest.ip().to_canonical()) || reaches_this_host(dest.ip())
+        let ours = self.ports.contains(&port) || {
+            let udp = self.udp.lock().unwrap_or_else(PoisonError::into_inner);
+            udp.contains_key(&port)
+        };
+        ours && (self.extra.contains(&dest.ip().to_canonical()) || reaches_this_host(dest.ip()))
     }
 }
 
@@ -194,11 +227,19 @@ mod tests {
     }
 
     #[test]
-    fn extra_ports_count_only_where_given() {
+    fn udp_ports_count_while_held_by_every_clone() {
         let own = OwnAddresses::new([addr("127.0.0.1:1080")]);
+        let other = own.clone();
         assert!(!own.contains(addr("127.0.0.1:40000")));
-        assert!(own.contains_with(addr("127.0.0.1:40000"), &[40000]));
-        assert!(own.contains_with(addr("[::ffff:127.0.0.1]:40000"), &[40000]));
+        let held = own.hold_udp_port(40000);
+        let again = other.hold_udp_port(40000);
+        assert!(other.contains(addr("127.0.0.1:40000")));
+        assert!(other.contains(addr("[::ffff:127.0.0.1]:40000")));
+        assert!(!other.contains(addr("192.0.2.1:40000")));
+        drop(held);
+        assert!(own.contains(addr("127.0.0.1:40000")), "still held once");
+        drop(again);
+        assert!(!own.contains(addr("127.0.0.1:40000")));
     }
 
     #[test]

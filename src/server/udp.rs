@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::conn::Request;
 use super::outcome::{Bytes, Outcome};
 use super::relay::RelayEnd;
-use crate::access::OwnAddresses;
+use crate::access::{HeldPort, OwnAddresses};
 use crate::counters::Counters;
 use crate::metrics::Metrics;
 use crate::protocol::socks5::ReplyCode;
@@ -61,7 +61,7 @@ pub(super) async fn associate(r: Request<'_>) -> Outcome {
     let local = Counters::default();
     let counters = session.as_ref().map_or(&local, |s| &s.counters);
     let mut assoc = Association {
-        own_ports: [bound.port(), 0, 0],
+        held: vec![ctx.own.hold_udp_port(bound.port())],
         relay,
         client_ip: r.peer.ip(),
         expected_port,
@@ -92,8 +92,9 @@ pub(super) async fn associate(r: Request<'_>) -> Outcome {
 
 struct Association<'a> {
     relay: UdpSocket,
-    /// The ports of the relay socket and of the upstream sockets (0 until bound).
-    own_ports: [u16; 3],
+    /// The relay's and upstream sockets' ports, counted as the proxy's own (no
+    /// association may send to another's sockets) while the association lasts.
+    held: Vec<HeldPort>,
     client_ip: IpAddr,
     expected_port: u16,
     /// Where the client's datagrams come from (answers go there): fixed by the
@@ -304,19 +305,20 @@ impl Association<'_> {
 
     /// Whether `dest` reaches this association's own sockets or the proxy's listeners.
     fn is_own(&self, dest: SocketAddr) -> bool {
-        self.own.contains_with(dest, &self.own_ports)
+        self.own.contains(dest)
     }
 
     /// The upstream socket for `dest`'s address family, bound on first use.
     async fn upstream_for(&mut self, dest: SocketAddr) -> Option<&UdpSocket> {
-        let (slot, any, i): (&mut Option<UdpSocket>, SocketAddr, usize) = if dest.is_ipv4() {
-            (&mut self.up_v4, SocketAddr::from(([0, 0, 0, 0], 0)), 1)
+        let (slot, any): (&mut Option<UdpSocket>, SocketAddr) = if dest.is_ipv4() {
+            (&mut self.up_v4, SocketAddr::from(([0, 0, 0, 0], 0)))
         } else {
-            (&mut self.up_v6, SocketAddr::from(([0u16; 8], 0)), 2)
+            (&mut self.up_v6, SocketAddr::from(([0u16; 8], 0)))
         };
         if slot.is_none() {
             let socket = UdpSocket::bind(any).await.ok()?;
-            self.own_ports[i] = socket.local_addr().ok()?.port();
+            let port = socket.local_addr().ok()?.port();
+            self.held.push(self.own.hold_udp_port(port));
             *slot = Some(socket);
         }
         slot.as_ref()
