@@ -20,17 +20,11 @@ pub(super) async fn serve(r: Request<'_>) -> Outcome {
         Ok(ip) => ip,
         Err(e) => return Outcome::Broken(e),
     };
-    let listener = match r.opened(TcpListener::bind((ip, 0)).await).await {
-        Ok(l) => l,
+    let bound = r.announce(TcpListener::bind((ip, 0)).await, TcpListener::local_addr);
+    let listener = match bound.await {
+        Ok((listener, _)) => listener,
         Err(outcome) => return outcome,
     };
-    let listening = match r.opened(listener.local_addr()).await {
-        Ok(a) => a,
-        Err(outcome) => return outcome,
-    };
-    if let Err(e) = r.reply(ReplyCode::Succeeded, Some(listening)).await {
-        return Outcome::Broken(e);
-    }
     // RFC 1928: DST.ADDR names the host expected to connect; all zeros, anyone.
     let expected: Option<IpAddr> = match &r.req.dest {
         TargetAddr::Ip(a) if !a.ip().is_unspecified() => Some(a.ip().to_canonical()),

@@ -82,11 +82,20 @@ impl Request<'_> {
             .map_err(ConnError::Socket)
     }
 
-    /// The socket a BIND or UDP ASSOCIATE needs; if it could not be opened, the
-    /// client gets its failure reply and the outcome says why.
-    pub async fn opened<T>(&self, socket: std::io::Result<T>) -> Result<T, Outcome> {
-        match socket {
-            Ok(s) => Ok(s),
+    /// The socket a BIND or UDP ASSOCIATE needs, and the success reply naming where
+    /// it is (`addr` reads that from it). If either fails, the client gets its
+    /// failure reply and the outcome says why.
+    pub async fn announce<T>(
+        &self,
+        socket: std::io::Result<T>,
+        addr: impl FnOnce(&T) -> std::io::Result<SocketAddr>,
+    ) -> Result<(T, SocketAddr), Outcome> {
+        let opened = socket.and_then(|s| addr(&s).map(|a| (s, a)));
+        match opened {
+            Ok((s, at)) => match self.reply(ReplyCode::Succeeded, Some(at)).await {
+                Ok(()) => Ok((s, at)),
+                Err(e) => Err(Outcome::Broken(e)),
+            },
             Err(e) => {
                 let _ = self.reply(ReplyCode::GeneralFailure, None).await;
                 Err(Outcome::Broken(ConnError::Socket(e)))

@@ -27,7 +27,6 @@ use super::relay::RelayEnd;
 use crate::access::{HeldPort, OwnAddresses};
 use crate::counters::Counters;
 use crate::metrics::Metrics;
-use crate::protocol::socks5::ReplyCode;
 use crate::protocol::udp::UdpHeader;
 use crate::protocol::TargetAddr;
 
@@ -44,17 +43,11 @@ pub(super) async fn associate(r: Request<'_>) -> Outcome {
         Ok(ip) => ip,
         Err(e) => return Outcome::Broken(e),
     };
-    let relay = match r.opened(UdpSocket::bind((local_ip, 0)).await).await {
-        Ok(s) => s,
+    let opened = r.announce(UdpSocket::bind((local_ip, 0)).await, UdpSocket::local_addr);
+    let (relay, bound) = match opened.await {
+        Ok(socket) => socket,
         Err(outcome) => return outcome,
     };
-    let bound = match r.opened(relay.local_addr()).await {
-        Ok(a) => a,
-        Err(outcome) => return outcome,
-    };
-    if let Err(e) = r.reply(ReplyCode::Succeeded, Some(bound)).await {
-        return Outcome::Broken(e);
-    }
     // A port of 0 means "from any port of the client's host".
     let expected_port = r.req.dest.port();
     let session = r.open_session(None, false);
