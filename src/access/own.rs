@@ -84,14 +84,26 @@ impl OwnAddresses {
         self
     }
 
-    /// Whether `dest` reaches one of the process's sockets.
+    /// Whether a TCP connection to `dest` reaches one of the process's listeners.
+    /// (No lock: UDP sockets do not matter to TCP, and this runs for every dial.)
     pub fn contains(&self, dest: SocketAddr) -> bool {
+        self.ports.contains(&dest.port()) && self.reaches_this_host(dest.ip())
+    }
+
+    /// Whether a UDP datagram to `dest` reaches one of the process's sockets: its
+    /// listeners' ports (where nothing of ours listens for UDP, but the rule is
+    /// simple to state) and every UDP association's sockets.
+    pub fn contains_udp(&self, dest: SocketAddr) -> bool {
         let port = dest.port();
         let ours = self.ports.contains(&port) || {
             let udp = self.udp.lock().unwrap_or_else(PoisonError::into_inner);
             udp.contains_key(&port)
         };
-        ours && (self.extra.contains(&dest.ip().to_canonical()) || reaches_this_host(dest.ip()))
+        ours && self.reaches_this_host(dest.ip())
+    }
+
+    fn reaches_this_host(&self, ip: IpAddr) -> bool {
+        self.extra.contains(&ip.to_canonical()) || reaches_this_host(ip)
     }
 }
 
@@ -230,16 +242,20 @@ mod tests {
     fn udp_ports_count_while_held_by_every_clone() {
         let own = OwnAddresses::new([addr("127.0.0.1:1080")]);
         let other = own.clone();
-        assert!(!own.contains(addr("127.0.0.1:40000")));
+        assert!(!own.contains_udp(addr("127.0.0.1:40000")));
         let held = own.hold_udp_port(40000);
         let again = other.hold_udp_port(40000);
-        assert!(other.contains(addr("127.0.0.1:40000")));
-        assert!(other.contains(addr("[::ffff:127.0.0.1]:40000")));
-        assert!(!other.contains(addr("192.0.2.1:40000")));
+        assert!(other.contains_udp(addr("127.0.0.1:40000")));
+        assert!(other.contains_udp(addr("[::ffff:127.0.0.1]:40000")));
+        assert!(!other.contains_udp(addr("192.0.2.1:40000")));
+        assert!(
+            !other.contains(addr("127.0.0.1:40000")),
+            "TCP has no UDP ports"
+        );
         drop(held);
-        assert!(own.contains(addr("127.0.0.1:40000")), "still held once");
+        assert!(own.contains_udp(addr("127.0.0.1:40000")), "still held once");
         drop(again);
-        assert!(!own.contains(addr("127.0.0.1:40000")));
+        assert!(!own.contains_udp(addr("127.0.0.1:40000")));
     }
 
     #[test]

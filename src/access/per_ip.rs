@@ -52,6 +52,7 @@ impl PerIpLimit {
     }
 
     /// Connections `ip` (its /64, for IPv6) holds now.
+    #[cfg(test)]
     pub fn open(&self, ip: IpAddr) -> usize {
         let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
         open.get(&client_key(ip)).copied().unwrap_or(0)

@@ -298,7 +298,7 @@ impl Association<'_> {
 
     /// Whether `dest` reaches this association's own sockets or the proxy's listeners.
     fn is_own(&self, dest: SocketAddr) -> bool {
-        self.own.contains(dest)
+        self.own.contains_udp(dest)
     }
 
     /// The upstream socket for `dest`'s address family, bound on first use.
