@@ -29,6 +29,26 @@ fn main() {
     divan::main();
 }
 
+/// A one-thread runtime and a pool inside it that holds `per_dest` idle
+/// connections for each of `dests` destinations, for an hour.
+fn runtime_and_pool(per_dest: usize, dests: usize) -> (Runtime, ConnectionPool) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pool = {
+        let _g = rt.enter();
+        ConnectionPool::new(PoolConfig {
+            max_idle_per_dest: per_dest,
+            max_total_idle: dests * per_dest,
+            idle_timeout: Duration::from_secs(3600),
+            ..PoolConfig::default()
+        })
+    };
+    (rt, pool)
+}
+
 struct Fixture {
     _rt: Runtime,
     _listeners: Vec<std::net::TcpListener>,
@@ -40,18 +60,8 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let (rt, pool) = runtime_and_pool(PER_DEST, DESTS);
         let _g = rt.enter();
-        let pool = ConnectionPool::new(PoolConfig {
-            max_idle_per_dest: PER_DEST,
-            max_total_idle: DESTS * PER_DEST,
-            idle_timeout: Duration::from_secs(3600),
-            ..PoolConfig::default()
-        });
         let baseline = Baseline::default();
         let mut listeners = Vec::new();
         let mut dests = Vec::new();
@@ -176,18 +186,8 @@ fn listener() -> (std::net::TcpListener, TargetAddr) {
 fn crowd() -> &'static Crowd {
     static F: OnceLock<Crowd> = OnceLock::new();
     F.get_or_init(|| {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let (rt, pool) = runtime_and_pool(MANY_PER_DEST, MANY_DESTS);
         let _g = rt.enter();
-        let pool = ConnectionPool::new(PoolConfig {
-            max_idle_per_dest: MANY_PER_DEST,
-            max_total_idle: MANY_DESTS * MANY_PER_DEST,
-            idle_timeout: Duration::from_secs(3600),
-            ..PoolConfig::default()
-        });
         let mut listeners = Vec::new();
         for _ in 0..MANY_DESTS {
             let (l, dest) = listener();
