@@ -9,13 +9,15 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::access::OwnAddresses;
+use crate::access::acl::{ReloadError, Reloaded};
+use crate::access::{Access, AclControl, OwnAddresses};
 use crate::api::{self, ApiDeps};
 use crate::auth::{self, AuthError, Authenticator};
 use crate::config::{Config, ConfigError};
@@ -41,6 +43,8 @@ pub enum StartError {
     Sessions(#[from] StoreError),
 }
 
+mod reload;
+
 /// How long the API may take to finish its responses at shutdown.
 const API_SHUTDOWN_LIMIT: std::time::Duration = std::time::Duration::from_secs(5);
 
@@ -50,7 +54,17 @@ impl App {
     /// Validates `config`, binds the SOCKS listener (and the API's) and starts
     /// accepting. Fails before binding anything if the configuration is invalid.
     pub async fn start(config: Config) -> Result<Running, StartError> {
+        Self::start_from(config, None).await
+    }
+
+    /// `start` for a configuration read from `config_file`, whose `[acl]` section a
+    /// reload (SIGHUP, `POST /api/acl/reload`) reads again.
+    pub async fn start_from(
+        config: Config,
+        config_file: Option<PathBuf>,
+    ) -> Result<Running, StartError> {
         config.validate()?;
+        let acl_rules = config.acl.load().map_err(ConfigError::Invalid)?;
         let api_token = config.api_token()?;
         let auth = Authenticator::new(&config.auth, config.login_backoff_limit())?;
         let telemetry = Telemetry::start(&config.telemetry);
@@ -76,6 +90,14 @@ impl App {
             &telemetry,
         );
         let metrics = Arc::new(Metrics::new(connector.pool().cloned()));
+        let access = Arc::new(Access::new(
+            &config.acl,
+            acl_rules,
+            config_file,
+            socks_addr.ip().is_loopback(),
+            own.clone(),
+            &metrics,
+        ));
         auth.report_to(auth::Report {
             telemetry: telemetry.clone(),
             metrics: Arc::clone(&metrics),
@@ -89,9 +111,15 @@ impl App {
             false => None,
         };
         let pool = connector.pool().cloned();
+        let acl = AclControl {
+            access: Arc::clone(&access),
+            sessions: sessions.clone(),
+            telemetry: telemetry.clone(),
+        };
         let ctx = Context {
             auth,
             connector,
+            access,
             own,
             handshake_timeout: config.server.handshake_timeout(),
             relay_idle_timeout: config.server.relay_idle_timeout(),
@@ -110,6 +138,7 @@ impl App {
                 metrics: api::MetricsView::new(metrics),
                 terminate: sessions.clone().map(api::Terminate::new),
                 sessions: sessions.clone().map(api::SessionsView::new),
+                acl: acl.clone(),
                 token: api_token,
             };
             let shutdown = CancellationToken::new();
@@ -118,8 +147,11 @@ impl App {
             (shutdown, task)
         });
         let server = server::start(socks_tcp, ctx, &config.server);
+        let watch = tokio::spawn(reload::watch_acl_file(acl.clone()));
         tracing::info!(socks = %socks_addr, "SOCKS listener ready");
         Ok(Running {
+            acl,
+            watch,
             socks_addr,
             api_addr,
             pool,
@@ -146,6 +178,9 @@ fn local_addr(listener: &TcpListener, asked: SocketAddr) -> Result<SocketAddr, S
 
 /// The running proxy. Dropping it does not stop it; call `shutdown`.
 pub struct Running {
+    acl: AclControl,
+    /// Polls `acl.file` for changes.
+    watch: JoinHandle<()>,
     socks_addr: SocketAddr,
     api_addr: Option<SocketAddr>,
     pool: Option<ConnectionPool>,
@@ -175,9 +210,16 @@ impl Running {
         &self.telemetry
     }
 
+    /// Reads the access rules again (see `AclControl::reload`); `trigger` names
+    /// what asked, for the log.
+    pub fn reload_acl(&self, trigger: &str) -> Result<Reloaded, ReloadError> {
+        self.acl.reload(trigger)
+    }
+
     /// Stops the SOCKS server (see `server::Running::shutdown`), then writes every
     /// queued session record, then stops the API (last, so it can be watched).
     pub async fn shutdown(self) -> ShutdownReport {
+        self.watch.abort();
         let report = self.server.shutdown().await;
         if let Some(sessions) = self.sessions {
             let _ = tokio::task::spawn_blocking(move || sessions.shutdown()).await;

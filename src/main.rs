@@ -147,9 +147,9 @@ fn run(path: Option<&Path>, bind: Option<SocketAddr>) -> anyhow::Result<()> {
     runtime.block_on(async {
         // Handlers go in before the listener opens, so a signal that arrives as soon
         // as the server reports ready is a graceful shutdown, not a kill.
-        let signals = Signals::install()?;
-        let server = App::start(config).await?;
-        signals.wait().await;
+        let mut signals = Signals::install()?;
+        let server = App::start_from(config, path.map(Path::to_owned)).await?;
+        signals.wait(&server).await;
         tracing::info!("shutting down: no new connections");
         let report = server.shutdown().await;
         tracing::info!(forced = report.forced, "stopped");
@@ -160,6 +160,7 @@ fn run(path: Option<&Path>, bind: Option<SocketAddr>) -> anyhow::Result<()> {
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
 }
 
 impl Signals {
@@ -168,13 +169,22 @@ impl Signals {
         Ok(Self {
             term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
             int: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+            hup: signal(SignalKind::hangup()).context("installing the SIGHUP handler")?,
         })
     }
 
-    async fn wait(mut self) {
-        tokio::select! {
-            _ = self.term.recv() => tracing::info!("SIGTERM received"),
-            _ = self.int.recv() => tracing::info!("SIGINT received"),
+    /// Until SIGTERM or SIGINT; each SIGHUP meanwhile reloads the access rules (a
+    /// bad file is logged and changes nothing).
+    async fn wait(&mut self, server: &rustsocks::Running) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return tracing::info!("SIGTERM received"),
+                _ = self.int.recv() => return tracing::info!("SIGINT received"),
+                _ = self.hup.recv() => {
+                    tracing::info!("SIGHUP received: reloading the access rules");
+                    let _ = tokio::task::block_in_place(|| server.reload_acl("SIGHUP"));
+                }
+            }
         }
     }
 }

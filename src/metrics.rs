@@ -30,6 +30,8 @@ const REJECT_REASONS: &[&str] = &[
     "per_ip_limit",
     "own_address",
     "auth_throttled",
+    "acl",
+    "private_destination",
 ];
 const HANDSHAKE_REASONS: &[&str] = &["timeout", "malformed", "client_closed", "io_error"];
 const DIRECTIONS: &[&str] = &["client_to_upstream", "upstream_to_client"];
@@ -42,6 +44,7 @@ const UDP_DROPS: &[&str] = &[
     "no_route",
     "send_failed",
     "too_many_destinations",
+    "acl",
 ];
 const REPLIES: &[&str] = &[
     "connection_refused",
@@ -93,6 +96,9 @@ pub struct Metrics {
     pub udp_dropped: Family<Label, Counter>,
     /// Inbound BIND connections refused because they came from another host.
     pub bind_refused: Counter,
+    /// Access decisions: decision = allow | block, by = rule | default |
+    /// private_destination | own_address.
+    pub acl_decisions: Family<[(&'static str, &'static str); 2], Counter>,
 }
 
 impl fmt::Debug for Metrics {
@@ -138,6 +144,7 @@ impl Metrics {
             udp_datagrams: Family::default(),
             udp_dropped: Family::default(),
             bind_refused: Counter::default(),
+            acl_decisions: Family::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -217,6 +224,11 @@ impl Metrics {
             "BIND inbound connections refused (unexpected host)",
             m.bind_refused.clone(),
         );
+        registry.register(
+            "acl_decisions",
+            "Access decisions on destinations (CONNECT, BIND peers, UDP datagrams), by decision and what decided",
+            m.acl_decisions.clone(),
+        );
         registry.register_collector(Box::new(PoolCollector { pool }));
         for r in REJECT_REASONS {
             let _ = m.connections_rejected.get_or_create(&[("reason", r)]);
@@ -232,6 +244,18 @@ impl Metrics {
         }
         for r in UDP_DROPS {
             let _ = m.udp_dropped.get_or_create(&[("reason", r)]);
+        }
+        for (decision, by) in [
+            ("allow", "rule"),
+            ("allow", "default"),
+            ("block", "rule"),
+            ("block", "default"),
+            ("block", "private_destination"),
+            ("block", "own_address"),
+        ] {
+            let _ = m
+                .acl_decisions
+                .get_or_create(&[("decision", decision), ("by", by)]);
         }
         for r in REPLIES {
             let _ = m.upstream_connect_failures.get_or_create(&[("reply", r)]);

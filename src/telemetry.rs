@@ -45,6 +45,7 @@ pub enum Category {
     Limits,
     Config,
     Sessions,
+    Access,
 }
 
 // The names accepted by `FromStr` (and the API's filters).
@@ -60,6 +61,7 @@ crate::names::names!(Category {
     Limits => "limits",
     Config => "config",
     Sessions => "sessions",
+    Access => "access",
 });
 
 /// What a stage reports. Typed, so the stage does no formatting.
@@ -92,6 +94,24 @@ pub enum Signal {
     SessionStoreFailed { error: String, queued: usize },
     /// The session history store writes again after a failure.
     SessionStoreRecovered,
+    /// The access rules refused a request (aggregated per user and destination).
+    AclBlocked {
+        user: String,
+        destination: String,
+        reason: String,
+    },
+    /// The access rules were reloaded.
+    AclReloaded {
+        trigger: String,
+        rules: usize,
+        sessions_closed: usize,
+    },
+    /// A reload was refused: the rules in force stay.
+    AclReloadFailed {
+        trigger: String,
+        keys: Vec<String>,
+        error: String,
+    },
 }
 
 /// One recorded event, as the API serves it.
@@ -235,6 +255,7 @@ enum AggKey {
     MaxConnections,
     PerIp(IpAddr),
     Throttled(IpAddr),
+    Acl { user: String, destination: String },
 }
 
 /// What was summed for one subject in the current interval.
@@ -288,6 +309,17 @@ fn aggregate_key(signal: &Signal) -> Option<(AggKey, String)> {
             AggKey::Throttled(*client),
             format!("{failures} {}", delay.as_millis()),
         )),
+        Signal::AclBlocked {
+            user,
+            destination,
+            reason,
+        } => Some((
+            AggKey::Acl {
+                user: user.clone(),
+                destination: destination.clone(),
+            },
+            reason.clone(),
+        )),
         _ => None,
     }
 }
@@ -324,6 +356,12 @@ fn flush(
                 Category::Limits,
                 format!("{} connection(s) from {client} closed at accept in the last {secs} s: max_connections_per_ip ({}) reached", t.count, t.last),
                 json!({ "client": client.to_string(), "limit": t.last.parse::<u64>().unwrap_or(0), "limit_key": "server.max_connections_per_ip", "count": t.count, "interval_secs": secs }),
+            ),
+            AggKey::Acl { user, destination } => (
+                Severity::Warning,
+                Category::Access,
+                format!("{} request(s) by {} to {destination} blocked in the last {secs} s: {}", t.count, if user.is_empty() { "(no user)" } else { &user }, t.last),
+                json!({ "user": user, "destination": destination, "count": t.count, "reason": t.last, "interval_secs": secs }),
             ),
             AggKey::Throttled(client) => {
                 // `last` is "FAILURES DELAY_MS" (see `aggregate_key`).
@@ -367,6 +405,26 @@ fn event(next_id: &mut u64, signal: Signal) -> Event {
             Category::Sessions,
             "session history store writes again; queued records were written".to_owned(),
             json!({}),
+        ),
+        Signal::AclReloaded {
+            trigger,
+            rules,
+            sessions_closed,
+        } => (
+            Severity::Info,
+            Category::Access,
+            format!("access rules reloaded ({trigger}): {rules} rule(s); {sessions_closed} live session(s) now blocked were closed"),
+            json!({ "trigger": trigger, "rules": rules, "sessions_closed": sessions_closed }),
+        ),
+        Signal::AclReloadFailed {
+            trigger,
+            keys,
+            error,
+        } => (
+            Severity::Error,
+            Category::Access,
+            format!("access rules not reloaded ({trigger}); the rules in force stay: {error}"),
+            json!({ "trigger": trigger, "keys": keys, "error": error }),
         ),
         // Aggregated kinds reach here only if a caller bypasses aggregation.
         other => (Severity::Info, Category::Limits, format!("{other:?}"), json!({})),

@@ -96,7 +96,10 @@ async fn disabled_pool_dials_every_time_and_keeps_nothing() {
     );
     assert!(connector.pool().is_none());
     for i in 1..=3 {
-        let conn = connector.connect(&up.addr.into()).await.unwrap();
+        let conn = connector
+            .connect(&up.addr.into(), &rustsocks::connector::NoCheck)
+            .await
+            .unwrap();
         assert!(!conn.from_pool() && !conn.is_recyclable());
         connector.recycle(conn); // without a pool this just closes the connection
         eventually("upstream saw a new connection", || up.accepted() == i).await;

@@ -112,7 +112,7 @@ impl AddressCheck for OwnAddresses {
         match self.contains(addr) {
             true => Err(Refusal {
                 label: "own_address",
-                reason: "it is one of this proxy's own listening addresses",
+                reason: "it is one of this proxy's own listening addresses".into(),
             }),
             false => Ok(()),
         }

@@ -13,6 +13,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::error::ApiError;
+use crate::access::AclControl;
 use crate::config::{PoolSection, Secret};
 use crate::connector::{ConnectionPool, PoolStats};
 use crate::metrics::Metrics;
@@ -29,6 +30,8 @@ pub struct ApiDeps {
     /// None when session tracking is off.
     pub sessions: Option<SessionsView>,
     pub terminate: Option<Terminate>,
+    /// The access rules: read, test a request, reload (the second capability to act).
+    pub acl: AclControl,
     pub token: Option<Secret>,
 }
 

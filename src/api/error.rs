@@ -40,6 +40,10 @@ pub enum ApiError {
     SessionsDisabled,
     #[error("session store: {0}")]
     Store(#[from] crate::session::StoreError),
+    #[error("request body: {0}")]
+    BadBody(String),
+    #[error("{0}")]
+    AclNotReloaded(String),
 }
 
 /// Why a request's `Host` header was refused.
@@ -67,6 +71,8 @@ impl ApiError {
             Self::SessionNotFound(_) | Self::SessionsDisabled => StatusCode::NOT_FOUND,
             Self::SessionNotActive(_) => StatusCode::CONFLICT,
             Self::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::BadBody(_) => StatusCode::BAD_REQUEST,
+            Self::AclNotReloaded(_) => StatusCode::UNPROCESSABLE_ENTITY,
         }
     }
 
@@ -84,6 +90,8 @@ impl ApiError {
             Self::SessionNotActive(_) => ErrorCode::NotActive,
             Self::SessionsDisabled => ErrorCode::SessionsDisabled,
             Self::Store(_) => ErrorCode::StoreError,
+            Self::BadBody(_) => ErrorCode::BadRequest,
+            Self::AclNotReloaded(_) => ErrorCode::AclNotReloaded,
         }
     }
 
@@ -114,6 +122,7 @@ pub enum ErrorCode {
     NotActive,
     SessionsDisabled,
     StoreError,
+    AclNotReloaded,
 }
 
 /// The body of every error response.
@@ -154,6 +163,12 @@ pub struct ForbiddenHost(ErrorBody);
 #[derive(ToResponse)]
 #[allow(dead_code)] // a document entry; never built
 pub struct SessionsDisabled(ErrorBody);
+
+/// The rules were not reloaded (the file is unreadable or invalid; the message
+/// names every problem); the rules in force stay.
+#[derive(ToResponse)]
+#[allow(dead_code)] // a document entry; never built
+pub struct AclNotReloaded(ErrorBody);
 
 /// The session store failed; the message says how.
 #[derive(ToResponse)]

@@ -8,6 +8,7 @@
 //! No response carries a CORS permission (`Access-Control-Allow-*`): a page from
 //! another origin cannot read any answer.
 
+mod acl;
 mod dashboard;
 mod deps;
 mod error;
@@ -79,6 +80,9 @@ fn routes() -> Vec<(&'static str, &'static str, MethodRouter<ApiState>)> {
             "/api/sessions/{id}/terminate",
             post(sessions::terminate),
         ),
+        ("GET", "/api/acl", get(acl::rules)),
+        ("POST", "/api/acl/test", post(acl::test)),
+        ("POST", "/api/acl/reload", post(acl::reload)),
         ("GET", "/api/openapi.json", get(openapi::get)),
     ]
 }

@@ -15,8 +15,10 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement
 use utoipa::openapi::{OpenApi as Document, PathItem, Ref, RefOr};
 use utoipa::{Modify, OpenApi};
 
-use super::error::{BadRequest, ForbiddenHost, SessionsDisabled, StoreFailed, Unauthorized};
-use super::{dashboard, health, pool, sessions, telemetry};
+use super::error::{
+    AclNotReloaded, BadRequest, ForbiddenHost, SessionsDisabled, StoreFailed, Unauthorized,
+};
+use super::{acl, dashboard, health, pool, sessions, telemetry};
 
 const DESCRIPTION: &str = "Health, sessions (live and history), upstream pool statistics, \
 the operational event feed and Prometheus metrics of a RustSocks server.\n\n\
@@ -48,9 +50,19 @@ is closed.";
         sessions::stats,
         sessions::one,
         sessions::terminate,
+        acl::rules,
+        acl::test,
+        acl::reload,
         get,
     ),
-    components(responses(BadRequest, Unauthorized, ForbiddenHost, SessionsDisabled, StoreFailed)),
+    components(responses(
+        BadRequest,
+        Unauthorized,
+        ForbiddenHost,
+        SessionsDisabled,
+        StoreFailed,
+        AclNotReloaded
+    )),
     modifiers(&Guarded)
 )]
 struct Doc;

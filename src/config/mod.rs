@@ -6,6 +6,7 @@
 //! into these structs (toml names the line and key), then `validate` the values
 //! together (every problem is collected and names its dotted key).
 
+mod acl;
 mod api;
 mod auth;
 mod files;
@@ -19,6 +20,10 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub use acl::{
+    mask4, mask6, normalise_name, AclCommand, AclConfig, AclRules, Action, Destination, Net,
+    PortRange, Rule,
+};
 pub use api::{ApiConfig, TelemetryConfig};
 pub use auth::{AuthConfig, Secret, SocksMethod, UserEntry};
 pub use logging::{LogFormat, LogLevel, LoggingConfig};
@@ -36,6 +41,7 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub sessions: SessionsConfig,
     pub logging: LoggingConfig,
+    pub acl: AclConfig,
 }
 
 #[derive(Debug, thiserror::Error)]

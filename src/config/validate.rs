@@ -110,6 +110,9 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     limit_problems(config, &mut out);
     user_problems(config, &mut out);
     super::files::problems(config, &mut out);
+    if let Err(acl) = config.acl.load() {
+        out.extend(acl);
+    }
     out
 }
 

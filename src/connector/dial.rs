@@ -1,6 +1,7 @@
 //! Dial: connects to the first of a destination's checked addresses that answers,
 //! the whole attempt (resolution included) under one deadline.
 
+use std::borrow::Cow;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -23,8 +24,8 @@ pub enum ConnectError {
     NoAddress { host: String },
     #[error("connect to {dest} timed out after {after:?}")]
     Timeout { dest: String, after: Duration },
-    #[error("{addr} is refused: {}", refusal.reason)]
-    Refused { addr: SocketAddr, refusal: Refusal },
+    #[error("{dest} is refused: {}", refusal.reason)]
+    Refused { dest: String, refusal: Refusal },
     #[error("connect to {addr}: {source}")]
     Connect {
         addr: SocketAddr,
@@ -33,11 +34,37 @@ pub enum ConnectError {
     },
 }
 
-/// Why an address may not be dialled: `label` for metrics, `reason` for people.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Why a destination may not be dialled: `label` for metrics, `reason` for people
+/// (for a rule: which one).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
     pub label: &'static str,
-    pub reason: &'static str,
+    pub reason: Cow<'static, str>,
+}
+
+/// One request's check of its destination: the access stage's rules for this
+/// user, client and command. The connector asks it before anything is dialled,
+/// with every address a name resolved to (one resolution: the dial goes only to
+/// those addresses, so a second lookup cannot answer differently).
+pub trait DestinationCheck: Send + Sync {
+    /// Whether a name's addresses are needed to decide. When not, a name is
+    /// decided on its own and `check` gets no addresses.
+    fn needs_addresses(&self) -> bool;
+    fn check(&self, dest: &TargetAddr, addrs: &[SocketAddr]) -> Result<(), Refusal>;
+}
+
+/// Passes everything: for callers with no rules to apply (tests, benchmarks).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoCheck;
+
+impl DestinationCheck for NoCheck {
+    fn needs_addresses(&self) -> bool {
+        false
+    }
+
+    fn check(&self, _: &TargetAddr, _: &[SocketAddr]) -> Result<(), Refusal> {
+        Ok(())
+    }
 }
 
 /// A check every address passes before it is dialled (the access stage's rules);
@@ -89,6 +116,25 @@ impl Dialer {
                 TargetAddr::Domain(..) => self.connect_first(&resolve(dest).await?).await,
             }
         };
+        self.finish(dest, attempt).await
+    }
+
+    /// Connects to the first of `addrs` (already resolved and checked for `dest`)
+    /// that passes this dialer's check and answers.
+    pub async fn dial_resolved(
+        &self,
+        dest: &TargetAddr,
+        addrs: &[SocketAddr],
+    ) -> Result<TcpStream, ConnectError> {
+        self.finish(dest, self.connect_first(addrs)).await
+    }
+
+    /// Runs `attempt` under the connect timeout and sets the socket options.
+    async fn finish(
+        &self,
+        dest: &TargetAddr,
+        attempt: impl std::future::Future<Output = Result<TcpStream, ConnectError>>,
+    ) -> Result<TcpStream, ConnectError> {
         let stream = tokio::time::timeout(self.timeout, attempt)
             .await
             .map_err(|_| ConnectError::Timeout {
@@ -105,9 +151,10 @@ impl Dialer {
 
     fn allowed(&self, addr: SocketAddr) -> Result<(), ConnectError> {
         match &self.check {
-            Some(check) => check
-                .check(addr)
-                .map_err(|refusal| ConnectError::Refused { addr, refusal }),
+            Some(check) => check.check(addr).map_err(|refusal| ConnectError::Refused {
+                dest: addr.to_string(),
+                refusal,
+            }),
             None => Ok(()),
         }
     }
@@ -181,7 +228,7 @@ mod tests {
             match addr.port() == self.0 {
                 true => Err(Refusal {
                     label: "test",
-                    reason: "the test's port",
+                    reason: "the test's port".into(),
                 }),
                 false => Ok(()),
             }

@@ -12,7 +12,7 @@ pub mod pool;
 mod resolve;
 
 pub(crate) use dial::set_keepalive;
-pub use dial::{AddressCheck, ConnectError, Dialer, Refusal};
+pub use dial::{AddressCheck, ConnectError, DestinationCheck, Dialer, NoCheck, Refusal};
 pub use pool::{ConnectionPool, DestinationStats, PoolConfig, PoolStats, UpstreamConn};
 pub use resolve::resolve;
 
@@ -27,6 +27,8 @@ use crate::telemetry::Telemetry;
 pub struct Connector {
     dialer: Dialer,
     pool: Option<ConnectionPool>,
+    /// Bounds a resolution made for a `DestinationCheck` (the dial has its own).
+    timeout: Duration,
 }
 
 impl Connector {
@@ -49,14 +51,73 @@ impl Connector {
             };
             ConnectionPool::with_dialer(pool_config, dialer.clone(), Some(telemetry.clone()))
         });
-        Self { dialer, pool }
+        Self {
+            dialer,
+            pool,
+            timeout: config.connect_timeout(),
+        }
     }
 
-    pub async fn connect(&self, dest: &TargetAddr) -> Result<UpstreamConn, ConnectError> {
-        match &self.pool {
-            Some(pool) => pool.checkout(dest).await,
+    /// An upstream connection to `dest`, if `check` passes it: an address is checked
+    /// as it is; a name on its own, or (when `check` needs them) with every address
+    /// it resolves to, and then only those addresses are dialled.
+    pub async fn connect(
+        &self,
+        dest: &TargetAddr,
+        check: &dyn DestinationCheck,
+    ) -> Result<UpstreamConn, ConnectError> {
+        let refused = |refusal| ConnectError::Refused {
+            dest: dest.to_string(),
+            refusal,
+        };
+        let addrs = match dest {
+            TargetAddr::Ip(addr) => {
+                check
+                    .check(dest, std::slice::from_ref(addr))
+                    .map_err(refused)?;
+                return self.open(dest, None).await;
+            }
+            TargetAddr::Domain(..) if !check.needs_addresses() => {
+                check.check(dest, &[]).map_err(refused)?;
+                return self.open(dest, None).await;
+            }
+            TargetAddr::Domain(..) => tokio::time::timeout(self.timeout, resolve(dest))
+                .await
+                .map_err(|_| ConnectError::Timeout {
+                    dest: dest.to_string(),
+                    after: self.timeout,
+                })??,
+        };
+        check.check(dest, &addrs).map_err(refused)?;
+        let conn = self.open(dest, Some(&addrs)).await?;
+        // A pooled connection was dialled after an earlier resolution: its address
+        // must pass too, or a fresh dial goes to this resolution's addresses.
+        let peer = conn.stream().peer_addr();
+        match peer {
+            Ok(peer) if addrs.contains(&peer) || check.check(dest, &[peer]).is_ok() => Ok(conn),
+            _ => self
+                .dialer
+                .dial_resolved(dest, &addrs)
+                .await
+                .map(UpstreamConn::direct),
+        }
+    }
+
+    /// The pool's connection, or a dial (to `resolved` when given).
+    async fn open(
+        &self,
+        dest: &TargetAddr,
+        resolved: Option<&[std::net::SocketAddr]>,
+    ) -> Result<UpstreamConn, ConnectError> {
+        match (&self.pool, resolved) {
+            (Some(pool), _) => pool.checkout_to(dest, resolved).await,
             // No pool: no lock, no allocation, just the dial.
-            None => self.dialer.dial(dest).await.map(UpstreamConn::direct),
+            (None, None) => self.dialer.dial(dest).await.map(UpstreamConn::direct),
+            (None, Some(addrs)) => self
+                .dialer
+                .dial_resolved(dest, addrs)
+                .await
+                .map(UpstreamConn::direct),
         }
     }
 

@@ -11,6 +11,8 @@ use super::conn::{ConnError, Request};
 use super::listener::{canonical, is_per_connection};
 use super::outcome::Outcome;
 use super::tunnel::{relay_recorded, Tunnel};
+use crate::config::AclCommand;
+use crate::connector::ConnectError;
 use crate::protocol::socks5::ReplyCode;
 use crate::protocol::TargetAddr;
 
@@ -59,6 +61,20 @@ pub(super) async fn serve(r: Request<'_>) -> Outcome {
         }
     };
     drop(listener);
+    // The peer is the destination of a BIND: the rules judge it like a CONNECT's.
+    let check = r.check(AclCommand::Bind);
+    let verdict = check.verdict(&TargetAddr::Ip(from), &[from]);
+    if !verdict.allowed() {
+        let _ = r.reply(ReplyCode::NotAllowed, None).await;
+        return Outcome::Failed {
+            opening: r.opening(),
+            dest: TargetAddr::Ip(from),
+            error: ConnectError::Refused {
+                dest: from.to_string(),
+                refusal: check.refusal(&verdict),
+            },
+        };
+    }
     let _ = inbound.set_nodelay(true);
     if let Err(e) = r.reply(ReplyCode::Succeeded, Some(from)).await {
         return Outcome::Broken(e);

@@ -13,6 +13,8 @@ use super::listener::canonical;
 use super::outcome::{self, Outcome, Refusal};
 use super::relay::{self, RelayError};
 use super::Context;
+use crate::access::Check;
+use crate::config::AclCommand;
 use crate::protocol::socks5::{Command, ReplyCode};
 use crate::session::{ActiveSession, Opening};
 
@@ -51,6 +53,12 @@ impl Request<'_> {
         relay::write_all(&self.client, &bytes)
             .await
             .map_err(ConnError::Reply)
+    }
+
+    /// The access check for this request's user and client doing `command`.
+    pub fn check(&self, command: AclCommand) -> Check<'_> {
+        let user = self.req.user.as_deref().unwrap_or("");
+        self.ctx.access.check(user, self.peer.ip(), command)
     }
 
     /// What the session record says of this request.

@@ -10,6 +10,7 @@ use super::outcome::Outcome;
 use super::relay::RelayEnd;
 use super::reply;
 use super::tunnel::{relay_recorded, Tunnel};
+use crate::config::AclCommand;
 use crate::protocol::socks5::ReplyCode;
 use crate::protocol::TargetAddr;
 
@@ -18,8 +19,9 @@ pub(super) async fn serve(r: Request<'_>) -> Outcome {
     let started = Instant::now();
     // A dial can take up to connect_timeout_ms: at shutdown it is abandoned rather
     // than allowed to hold the process past the grace period.
+    let check = r.check(AclCommand::Connect);
     let dialled = tokio::select! {
-        d = ctx.connector.connect(&r.req.dest) => d,
+        d = ctx.connector.connect(&r.req.dest, &check) => d,
         () = r.cancel.cancelled() => return Outcome::Shutdown,
     };
     let upstream = match dialled {

@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
-use crate::access::{OwnAddresses, PerIpLimit};
+use crate::access::{Access, OwnAddresses, PerIpLimit};
 use crate::auth::Authenticator;
 use crate::config::ServerConfig;
 use crate::connector::Connector;
@@ -36,6 +36,8 @@ use crate::telemetry::Telemetry;
 pub(crate) struct Context {
     pub auth: Authenticator,
     pub connector: Connector,
+    /// The access rules in force (reloadable) and the destination guard.
+    pub access: Arc<Access>,
     /// The proxy's listening addresses: never a destination (TCP or UDP).
     pub own: OwnAddresses,
     pub handshake_timeout: Duration,

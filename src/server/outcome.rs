@@ -182,8 +182,15 @@ pub(super) fn observe(ctx: &Context, peer: SocketAddr, outcome: Outcome) {
             let status = match &error {
                 // Refused by a rule is not a failure of the upstream.
                 ConnectError::Refused { refusal, .. } => {
-                    warn!(client = %peer, %dest, reason = refusal.reason, "refused a destination");
+                    warn!(client = %peer, %dest, reason = %refusal.reason, "refused a destination");
                     rejected(refusal.label);
+                    if refusal.label != "own_address" {
+                        ctx.telemetry.emit(Signal::AclBlocked {
+                            user: opening.user.clone().unwrap_or_default(),
+                            destination: dest.to_string(),
+                            reason: refusal.reason.to_string(),
+                        });
+                    }
                     Status::Rejected
                 }
                 _ => {
@@ -210,7 +217,10 @@ pub(super) fn observe(ctx: &Context, peer: SocketAddr, outcome: Outcome) {
             m.bytes_client_to_upstream.inc_by(bytes.client_to_upstream);
             m.bytes_upstream_to_client.inc_by(bytes.upstream_to_client);
             if let (Some(sessions), Some(session)) = (&ctx.sessions, session) {
-                let (status, reason) = status_of(&end);
+                let (status, reason) = match (&end, session.cut_reason.get()) {
+                    (Ok(RelayEnd::Terminated), Some(why)) => (Status::Terminated, why.clone()),
+                    _ => status_of(&end),
+                };
                 sessions.close(&session, status, reason);
             }
         }

@@ -68,12 +68,11 @@ mod tests {
 
     #[test]
     fn connector_failures_map_to_their_replies() {
-        let addr = "192.0.2.1:80".parse().unwrap();
         let refused = ConnectError::Refused {
-            addr,
+            dest: "192.0.2.1:80".into(),
             refusal: Refusal {
                 label: "own_address",
-                reason: "x",
+                reason: "x".into(),
             },
         };
         assert_eq!(for_connect_error(&refused), ReplyCode::NotAllowed);

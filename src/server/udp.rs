@@ -24,11 +24,13 @@ use tokio_util::sync::CancellationToken;
 use super::conn::Request;
 use super::outcome::{Bytes, Outcome};
 use super::relay::RelayEnd;
-use crate::access::{HeldPort, OwnAddresses};
+use crate::access::{Check, HeldPort, OwnAddresses};
+use crate::config::AclCommand;
 use crate::counters::Counters;
 use crate::metrics::Metrics;
 use crate::protocol::udp::UdpHeader;
 use crate::protocol::TargetAddr;
+use crate::telemetry::{Signal, Telemetry};
 
 /// Largest UDP payload (IPv4); buffers are this big so nothing is truncated.
 const MAX_DATAGRAM: usize = 65_535;
@@ -64,8 +66,12 @@ pub(super) async fn associate(r: Request<'_>) -> Outcome {
         up_v6: None,
         peers: HashSet::new(),
         dns: HashMap::new(),
+        acl: r.check(AclCommand::Udp),
+        decided: HashMap::new(),
         counters,
         metrics: &ctx.metrics,
+        telemetry: &ctx.telemetry,
+        user: r.req.user.as_deref().unwrap_or(""),
     };
     let terminate = session
         .as_ref()
@@ -98,8 +104,15 @@ struct Association<'a> {
     up_v6: Option<UdpSocket>,
     peers: HashSet<SocketAddr>,
     dns: HashMap<(String, u16), SocketAddr>,
+    /// The access check, with the rules in force when it was made.
+    acl: Check<'a>,
+    /// Decisions made with `acl`'s rules, per destination as the client wrote it
+    /// (bounded by MAX_PEERS; cleared when the rules are reloaded).
+    decided: HashMap<TargetAddr, bool>,
     counters: &'a Counters,
     metrics: &'a Metrics,
+    telemetry: &'a Telemetry,
+    user: &'a str,
 }
 
 async fn recv(socket: &Option<UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
@@ -199,6 +212,9 @@ impl Association<'_> {
         let Some(dest) = self.resolve(&header.dest).await else {
             return self.drop_counted("unresolved");
         };
+        if !self.allowed(&header.dest, dest) {
+            return self.drop_counted("acl");
+        }
         // Answers are accepted only from destinations in `peers`: once it is full, a
         // datagram to a new one would be sent with its answer certain to be dropped.
         if self.peers.len() >= MAX_PEERS && !self.peers.contains(&dest) {
@@ -294,6 +310,32 @@ impl Association<'_> {
             self.dns.insert((host, port), addr);
         }
         Some(addr)
+    }
+
+    /// Whether the access rules let the client send to `dest` (as written in the
+    /// datagram), which resolved to `addr`. Decided once per destination while the
+    /// rules stay the same; a block is reported when first decided.
+    fn allowed(&mut self, dest: &TargetAddr, addr: SocketAddr) -> bool {
+        if !self.acl.is_current() {
+            self.acl = self.acl.renewed();
+            self.decided.clear();
+        }
+        if let Some(&allowed) = self.decided.get(dest) {
+            return allowed;
+        }
+        let verdict = self.acl.verdict(dest, &[addr]);
+        let allowed = verdict.allowed();
+        if !allowed {
+            self.telemetry.emit(Signal::AclBlocked {
+                user: self.user.to_owned(),
+                destination: format!("{dest} (udp)"),
+                reason: self.acl.refusal(&verdict).reason.into_owned(),
+            });
+        }
+        if self.decided.len() < MAX_PEERS {
+            self.decided.insert(dest.clone(), allowed);
+        }
+        allowed
     }
 
     /// Whether `dest` reaches this association's own sockets or the proxy's listeners.

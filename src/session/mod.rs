@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
 pub use db_file::{inspect_database_file, DatabaseFile};
+pub(crate) use record::rfc3339;
 pub use record::{Finish, SessionRecord, Status, StoreOp};
 pub use registry::{ActiveSession, Registry};
 pub use sqlite::SqliteStore;
@@ -139,6 +140,7 @@ impl Sessions {
             record: record.clone(),
             counters: Counters::default(),
             terminate: CancellationToken::new(),
+            cut_reason: std::sync::OnceLock::new(),
         });
         self.registry.insert(Arc::clone(&session));
         self.send(StoreOp::Insert(record));

@@ -22,6 +22,17 @@ pub struct ActiveSession {
     pub counters: Counters,
     /// Cancelled to end the session from the API.
     pub terminate: CancellationToken,
+    /// Why the proxy cut the session, when it was not the API (the access rules
+    /// after a reload).
+    pub cut_reason: std::sync::OnceLock<String>,
+}
+
+impl ActiveSession {
+    /// Ends the session as `terminate` does, recording `reason` as its close reason.
+    pub fn cut(&self, reason: String) {
+        let _ = self.cut_reason.set(reason);
+        self.terminate.cancel();
+    }
 }
 
 const SHARDS: usize = 16;

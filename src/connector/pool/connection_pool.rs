@@ -166,13 +166,23 @@ impl ConnectionPool {
 
     /// A connection to `dest`: the newest live idle one, or a new dial.
     pub async fn checkout(&self, dest: &TargetAddr) -> Result<UpstreamConn, ConnectError> {
+        self.checkout_to(dest, None).await
+    }
+
+    /// `checkout`, where a miss dials `resolved` (the addresses of `dest`, resolved
+    /// and checked by the caller) instead of resolving `dest` again.
+    pub async fn checkout_to(
+        &self,
+        dest: &TargetAddr,
+        resolved: Option<&[std::net::SocketAddr]>,
+    ) -> Result<UpstreamConn, ConnectError> {
         let taken = self.take_idle(dest);
         match (taken.conn, taken.shared) {
             (Some(conn), _) => {
                 self.inner.refill(dest, Refill::Replacement);
                 Ok(conn)
             }
-            (None, Some(shared)) => self.miss(dest, shared, taken.recent_demand).await,
+            (None, Some(shared)) => self.miss(dest, resolved, shared, taken.recent_demand).await,
             (None, None) => {
                 unreachable!("take_idle returns the counters whenever it finds no connection")
             }
@@ -238,6 +248,7 @@ impl ConnectionPool {
     async fn miss(
         &self,
         dest: &TargetAddr,
+        resolved: Option<&[std::net::SocketAddr]>,
         shared: Arc<DestShared>,
         recent_demand: bool,
     ) -> Result<UpstreamConn, ConnectError> {
@@ -247,7 +258,10 @@ impl ConnectionPool {
         if recent_demand {
             self.inner.refill(dest, Refill::Growth);
         }
-        let stream = self.inner.dialer.dial(dest).await?;
+        let stream = match resolved {
+            Some(addrs) => self.inner.dialer.dial_resolved(dest, addrs).await?,
+            None => self.inner.dialer.dial(dest).await?,
+        };
         bump(&shared.new_connections);
         let lease = Lease::new(dest.clone(), Instant::now(), shared);
         Ok(UpstreamConn::leased(stream, false, lease))

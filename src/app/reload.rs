@@ -1,0 +1,47 @@
+//! Watching `acl.file`: its metadata is read once a second and a change (a new
+//! modification time, size or inode: an editor that writes a new file and renames
+//! it over the old one counts) reloads the rules. Polling needs no watcher thread
+//! and sees a file that is replaced, deleted or created alike.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use crate::access::AclControl;
+
+const POLL: Duration = Duration::from_secs(1);
+
+/// What identifies one version of a file; None when it cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Stamp {
+    path: PathBuf,
+    modified: Option<SystemTime>,
+    len: u64,
+    inode: u64,
+}
+
+fn stamp(path: PathBuf) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(&path).ok()?;
+    Some(Stamp {
+        modified: meta.modified().ok(),
+        len: meta.len(),
+        inode: meta.ino(),
+        path,
+    })
+}
+
+/// Runs until aborted: reloads when the `acl.file` of the rules in force changes.
+pub(super) async fn watch_acl_file(acl: AclControl) {
+    let current = || acl.access.policy().acl.file.clone().map(stamp);
+    let mut last = current();
+    loop {
+        tokio::time::sleep(POLL).await;
+        let now = current();
+        if now != last {
+            // Reloading reads the file; a bad version keeps the rules in force and
+            // is reported once, until the file changes again.
+            let _ = acl.reload("acl.file changed");
+            last = current();
+        }
+    }
+}
