@@ -94,7 +94,7 @@ impl App {
             &config.acl,
             acl_rules,
             config_file,
-            socks_addr.ip().is_loopback(),
+            socks_addr.ip().to_canonical().is_loopback(),
             own.clone(),
             &metrics,
         ));

@@ -93,6 +93,7 @@ fn check_config(file: &Path) -> anyhow::Result<()> {
     for warning in config.warnings() {
         println!("warning: {warning}");
     }
+    println!("{}", config.access_summary());
     match config.ports_in_use() {
         Ok(in_use) if in_use.is_empty() => {}
         Ok(in_use) => return Err(ConfigError::Unusable(in_use).into()),

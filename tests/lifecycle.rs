@@ -118,7 +118,27 @@ fn check_config_reports_ok_or_every_problem() {
     std::fs::write(&path, example).unwrap();
     let (status, stdout, _) = run_cli(&["check-config", path.to_str().unwrap()], "");
     assert!(status.success(), "{stdout}");
-    assert_eq!(stdout.trim(), "OK");
+    assert_eq!(stdout.lines().last(), Some("OK"), "{stdout}");
+    // Which access rules apply, and whether the destination guard does.
+    assert!(
+        stdout.contains(
+            "private destinations are not blocked (the default for a loopback-only listener)"
+        ),
+        "{stdout}"
+    );
+    std::fs::write(
+        &path,
+        "[server]\nbind_address = \"0.0.0.0\"\nbind_port = 0\n[auth]\nsocks_method = \"userpass\"\n\
+         [[auth.users]]\nusername = \"u\"\npassword = \"p\"\n[api]\nport = 0\n\
+         [[acl.rules]]\naction = \"block\"\ndestinations = [\"10.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    let (status, stdout, _) = run_cli(&["check-config", path.to_str().unwrap()], "");
+    assert!(status.success(), "{stdout}");
+    assert!(
+        stdout.contains("access: 1 rule(s), default_policy = \"allow\"; private destinations are blocked (the default for a listener that is not loopback-only)"),
+        "{stdout}"
+    );
     std::fs::write(
         &path,
         "[server]\nhandshake_timeout_ms = 0\n[auth]\nsocks_method = \"userpass\"\n",
@@ -162,6 +182,25 @@ fn check_and_start_fail(toml: &str, needles: &[&str]) {
         }
         assert!(!stderr.contains("listener ready"), "{stderr}");
     }
+}
+
+#[test]
+fn bad_access_rules_are_named_by_rule_and_key_and_stop_the_start() {
+    check_and_start_fail(
+        "[server]\nbind_port = 0\n[api]\nport = 0\n\
+         [[acl.rules]]\naction = \"allow\"\n\
+         [[acl.rules]]\naction = \"block\"\ndestinations = [\"db.internal\", \"10.0.0.1/8\"]\nports = [\"9000-8000\"]\n",
+        &[
+            "acl.rules[1].destinations[1] = \"10.0.0.1/8\"",
+            "did you mean 10.0.0.0/8?",
+            "acl.rules[1].ports[0] = \"9000-8000\"",
+        ],
+    );
+    // An unknown key is toml's error, naming the key and the line.
+    check_and_start_fail(
+        "[server]\nbind_port = 0\n[api]\nport = 0\n[[acl.rules]]\naction = \"block\"\ndestination = [\"x\"]\n",
+        &["destination", "line 7"],
+    );
 }
 
 #[test]
@@ -312,7 +351,7 @@ fn check_config_reports_a_port_already_in_use() {
     .unwrap();
     let (status, stdout, _) = run_cli(&["check-config", path.to_str().unwrap()], "");
     assert!(status.success(), "{stdout}");
-    assert_eq!(stdout.trim(), "OK");
+    assert_eq!(stdout.lines().last(), Some("OK"), "{stdout}");
 }
 
 /// Runs the binary with `args` and backtraces asked for in every way (anyhow reads

@@ -118,6 +118,30 @@ impl Config {
         validate::warnings(self)
     }
 
+    /// Whether the destination guard is on, and why: `acl.block_private_destinations`
+    /// when set, else on unless the SOCKS listener is loopback-only.
+    pub fn private_destinations_blocked(&self) -> (bool, &'static str) {
+        match self.acl.block_private_destinations {
+            Some(on) => (on, "acl.block_private_destinations"),
+            None if self.server.bind_address.to_canonical().is_loopback() => {
+                (false, "the default for a loopback-only listener")
+            }
+            None => (true, "the default for a listener that is not loopback-only"),
+        }
+    }
+
+    /// One line on the access rules for `check-config`: how many, the default
+    /// policy, and whether the destination guard applies.
+    pub fn access_summary(&self) -> String {
+        let rules = self.acl.load().map_or(0, |r| r.rules.len());
+        let (guard, why) = self.private_destinations_blocked();
+        format!(
+            "access: {rules} rule(s), default_policy = \"{}\"; private destinations are {} ({why})",
+            self.acl.default_policy.as_str(),
+            if guard { "blocked" } else { "not blocked" },
+        )
+    }
+
     /// The longest a login is held back: `auth.login_backoff_max_ms`, but at most half
     /// of `server.handshake_timeout_ms`, which bounds the whole login. A longer
     /// hold-back would let a client's turn come only after its deadline, so that its

@@ -402,6 +402,14 @@ pub(super) fn warnings(config: &Config) -> Vec<String> {
             config.login_backoff_limit().as_millis()
         ));
     }
+    let acl = &config.acl;
+    if !config.sessions.enabled && (!acl.rules.is_empty() || acl.file.is_some()) {
+        out.push(
+            "sessions.enabled = false: a reload of the access rules applies to new requests \
+             only; open tunnels cannot be judged again (they are not tracked)"
+                .into(),
+        );
+    }
     if config.server.allow_open_proxy && !config.server.bind_address.is_loopback() {
         out.push(format!(
             "running as an open proxy on {} (server.allow_open_proxy = true)",

@@ -212,9 +212,6 @@ impl Association<'_> {
         let Some(dest) = self.resolve(&header.dest).await else {
             return self.drop_counted("unresolved");
         };
-        if !self.allowed(&header.dest, dest) {
-            return self.drop_counted("acl");
-        }
         // Answers are accepted only from destinations in `peers`: once it is full, a
         // datagram to a new one would be sent with its answer certain to be dropped.
         if self.peers.len() >= MAX_PEERS && !self.peers.contains(&dest) {
@@ -226,6 +223,9 @@ impl Association<'_> {
         }
         if self.is_own(dest) {
             return self.drop_counted("own_address");
+        }
+        if !self.allowed(&header.dest, dest) {
+            return self.drop_counted("acl");
         }
         let upstream = if dest.is_ipv4() {
             &self.up_v4

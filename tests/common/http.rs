@@ -59,6 +59,20 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8]) -> Response {
     parse(&raw)
 }
 
+/// `POST path` with a JSON body.
+#[allow(dead_code)] // not every test binary posts
+pub async fn post_json(addr: SocketAddr, path: &str, body: &str, token: Option<&str>) -> Response {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{auth}Connection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    raw(addr, head.as_bytes()).await
+}
+
 pub async fn get(addr: SocketAddr, path: &str, token: Option<&str>) -> Response {
     request(addr, "GET", path, token).await
 }
