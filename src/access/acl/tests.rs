@@ -464,3 +464,203 @@ fn many_rules_decide_through_the_indexes() {
     );
     assert_eq!(v, ALLOW_DEFAULT);
 }
+
+/// The indexes against the rules read one by one: for random rule sets and
+/// requests, the matcher decides exactly what the documented semantics say.
+mod against_a_linear_scan {
+    use std::collections::HashMap;
+    use std::net::IpAddr;
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::config::{parse_destination, parse_net, Destination, PortRange, Rule};
+
+    const DESTS: &[&str] = &[
+        "*",
+        "0.0.0.0/0",
+        "10.0.0.0/8",
+        "10.1.0.0/16",
+        "10.1.2.0/24",
+        "10.1.2.3",
+        "192.168.0.0/16",
+        "::/0",
+        "fc00::/7",
+        "::1",
+        "a.test",
+        "b.a.test",
+        "*.a.test",
+        "*.test",
+        "*.b.a.test",
+    ];
+    const ADDRS: &[&str] = &[
+        "10.1.2.3",
+        "10.1.9.9",
+        "10.200.0.1",
+        "192.168.1.1",
+        "8.8.8.8",
+        "::1",
+        "fd00::1",
+        "2001:db8::1",
+        "::ffff:10.1.2.3",
+    ];
+    const NAMES: &[&str] = &[
+        "a.test",
+        "b.a.test",
+        "c.b.a.test",
+        "test",
+        "x.test",
+        "other.example",
+    ];
+    const USERS: &[&str] = &["", "alice", "bob"];
+    const CLIENTS: &[&str] = &["127.0.0.1", "10.1.2.3", "::1"];
+    const COMMANDS: &[AclCommand] = &[AclCommand::Connect, AclCommand::Bind, AclCommand::Udp];
+    const PORTS: &[u16] = &[22, 80, 85, 443];
+
+    fn pick<T: Clone + std::fmt::Debug>(all: &'static [T]) -> impl Strategy<Value = T> {
+        proptest::sample::select(all)
+    }
+
+    fn subset<T: Clone + std::fmt::Debug>(
+        all: &'static [T],
+    ) -> impl Strategy<Value = Option<Vec<T>>> {
+        proptest::option::of(proptest::collection::vec(pick(all), 1..3))
+    }
+
+    fn rule() -> impl Strategy<Value = Rule> {
+        (
+            any::<bool>(),
+            subset(&["alice", "bob"]),
+            proptest::option::of(Just(vec!["staff".to_owned()])),
+            subset(&["127.0.0.0/8", "10.0.0.0/8", "::1"]),
+            subset(DESTS),
+            subset(&[(22u16, 22u16), (80, 90), (443, 443)]),
+            subset(COMMANDS),
+        )
+            .prop_map(
+                |(block, users, groups, clients, dests, ports, commands)| Rule {
+                    origin: String::new(),
+                    action: if block { Action::Block } else { Action::Allow },
+                    users: users.map(|u| u.into_iter().map(str::to_owned).collect()),
+                    groups,
+                    clients: clients.map(|c| c.iter().map(|c| parse_net(c).unwrap()).collect()),
+                    destinations: dests
+                        .map(|d| d.iter().map(|d| parse_destination(d).unwrap()).collect()),
+                    ports: ports.map(|p| {
+                        p.into_iter()
+                            .map(|(first, last)| PortRange { first, last })
+                            .collect()
+                    }),
+                    commands,
+                    description: String::new(),
+                },
+            )
+    }
+
+    /// The semantics, read straight from docs/acl.md, one rule at a time.
+    fn reference(acl: &AclRules, q: &Query<'_>, name: Option<&str>, addrs: &[IpAddr]) -> Decision {
+        let conditions = |r: &Rule| {
+            let members: Vec<&String> = r
+                .groups
+                .iter()
+                .flatten()
+                .flat_map(|g| acl.groups[g].iter())
+                .collect();
+            let user_ok = (r.users.is_none() && r.groups.is_none())
+                || r.users.iter().flatten().any(|u| u == q.user)
+                || members.iter().any(|m| *m == q.user);
+            user_ok
+                && r.clients
+                    .as_ref()
+                    .is_none_or(|c| c.iter().any(|n| n.contains(q.client)))
+                && r.ports
+                    .as_ref()
+                    .is_none_or(|p| p.iter().any(|p| p.first <= q.port && q.port <= p.last))
+                && r.commands.as_ref().is_none_or(|c| c.contains(&q.command))
+        };
+        let everywhere = |r: &Rule| {
+            r.destinations
+                .as_ref()
+                .is_none_or(|d| d.contains(&Destination::Any))
+        };
+        let names = |r: &Rule, n: &str| {
+            r.destinations.iter().flatten().any(|d| match d {
+                Destination::Name(x) => x == n,
+                Destination::Below(x) => n.ends_with(&format!(".{x}")),
+                _ => false,
+            })
+        };
+        let holds = |r: &Rule, ip: IpAddr| {
+            r.destinations
+                .iter()
+                .flatten()
+                .any(|d| matches!(d, Destination::Net(n) if n.contains(ip)))
+        };
+        let applies = |r: &Rule| {
+            everywhere(r)
+                || name.is_some_and(|n| names(r, n))
+                || addrs.iter().any(|&ip| holds(r, ip))
+        };
+        let rules = &acl.rules;
+        if let Some(i) = (0..rules.len()).find(|&i| {
+            rules[i].action == Action::Block && conditions(&rules[i]) && applies(&rules[i])
+        }) {
+            return Decision {
+                action: Action::Block,
+                by: By::Rule(i),
+            };
+        }
+        let allows = |i: usize| rules[i].action == Action::Allow && conditions(&rules[i]);
+        let whole = (0..rules.len()).find(|&i| {
+            allows(i) && (everywhere(&rules[i]) || name.is_some_and(|n| names(&rules[i], n)))
+        });
+        let per_address: Option<Vec<usize>> = addrs
+            .iter()
+            .map(|&ip| (0..rules.len()).find(|&i| allows(i) && holds(&rules[i], ip)))
+            .collect();
+        let by_addresses = per_address
+            .filter(|v| !v.is_empty())
+            .and_then(|v| v.into_iter().min());
+        match whole.into_iter().chain(by_addresses).min() {
+            Some(i) => Decision {
+                action: Action::Allow,
+                by: By::Rule(i),
+            },
+            None => Decision {
+                action: acl.default_policy,
+                by: By::Default,
+            },
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(400))]
+        #[test]
+        fn the_indexes_decide_as_the_rules_read(
+            rules in proptest::collection::vec(rule(), 0..12),
+            default_block in any::<bool>(),
+            user in pick(USERS),
+            client in pick(CLIENTS),
+            command in pick(COMMANDS),
+            port in pick(PORTS),
+            name in proptest::option::of(pick(NAMES)),
+            addrs in proptest::collection::vec(pick(ADDRS), 0..3),
+        ) {
+            let acl = AclRules {
+                default_policy: if default_block { Action::Block } else { Action::Allow },
+                groups: HashMap::from([("staff".to_owned(), vec!["alice".to_owned()])]),
+                rules,
+                ..AclRules::default()
+            };
+            // An address destination is its one address.
+            let addrs: Vec<IpAddr> = match name {
+                Some(_) => addrs.iter().map(|a| a.parse().unwrap()).collect(),
+                None => vec![addrs.first().copied().unwrap_or("8.8.8.8").parse().unwrap()],
+            };
+            let sockets: Vec<SocketAddr> = addrs.iter().map(|&ip| SocketAddr::new(ip, port)).collect();
+            let q = Query { user, client: client.parse().unwrap(), command, port };
+            let set = RuleSet::new(&acl);
+            prop_assert_eq!(set.decide(&q, name, &sockets), reference(&acl, &q, name, &addrs));
+        }
+    }
+}
