@@ -290,6 +290,53 @@ async fn unknown_routes_and_methods_get_json_errors() {
     assert_eq!(r.json()["error"], "method_not_allowed");
 }
 
+/// `POST /api/acl/test` takes a JSON body from whoever holds the API: every kind of
+/// bad body is a 400 that says what is wrong, and nothing is judged.
+#[tokio::test]
+async fn acl_test_refuses_bad_bodies_with_a_reason() {
+    let proxy = Proxy::start(&config("", ""));
+    let api = api(&proxy);
+    let long = format!(
+        r#"{{"client":"10.0.0.1","destination":"{}","port":1,"command":"connect"}}"#,
+        "a".repeat(300)
+    );
+    let cases: [(&str, &str); 8] = [
+        ("", "EOF"),
+        ("{", "EOF"),
+        ("[]", "expected struct"),
+        (
+            r#"{"client":"10.0.0.1","destination":"x","port":1,"command":"connect","extra":1}"#,
+            "unknown field",
+        ),
+        (
+            r#"{"client":"not-an-ip","destination":"x","port":1,"command":"connect"}"#,
+            "invalid IP",
+        ),
+        (
+            r#"{"client":"10.0.0.1","destination":"x","port":70000,"command":"connect"}"#,
+            "70000",
+        ),
+        (
+            r#"{"client":"10.0.0.1","destination":"x","port":1,"command":"associate"}"#,
+            "connect, bind, udp",
+        ),
+        (&long, "1 to 255 bytes"),
+    ];
+    for (body, needle) in cases {
+        let r = http::post_json(api, "/api/acl/test", body, None).await;
+        assert_eq!(r.status, 400, "{body}: {}", r.text());
+        let json = r.json();
+        assert_eq!(json["error"], "bad_request", "{body}");
+        let message = json["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{body}: {message}");
+    }
+    let good = r#"{"client":"10.0.0.1","destination":"192.0.2.1","port":22,"command":"bind"}"#;
+    let r = http::post_json(api, "/api/acl/test", good, None).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["decision"], "allow");
+    assert_eq!(r.json()["by"], "default");
+}
+
 #[tokio::test]
 async fn pool_stats_say_disabled_or_show_the_flows() {
     let proxy = Proxy::start(&config("", ""));

@@ -90,6 +90,9 @@ impl Connector {
         };
         check.check(dest, &addrs).map_err(refused)?;
         let conn = self.open(dest, Some(&addrs)).await?;
+        if !conn.from_pool() {
+            return Ok(conn);
+        }
         // A pooled connection was dialled after an earlier resolution: its address
         // must pass too, or a fresh dial goes to this resolution's addresses.
         let peer = conn.stream().peer_addr();

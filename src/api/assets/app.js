@@ -231,7 +231,7 @@ pages.pool = async (main) => {
 
 pages.telemetry = async (main) => {
   const sev = el('select', { id: 'sev' }, el('option', { value: '', text: 'any' }), ...['info', 'warning', 'error'].map((s) => el('option', { value: s, text: s })));
-  const cat = el('select', { id: 'cat' }, el('option', { value: '', text: 'any' }), ...['connection_pool', 'upstream', 'auth', 'limits', 'config', 'sessions'].map((s) => el('option', { value: s, text: s })));
+  const cat = el('select', { id: 'cat' }, el('option', { value: '', text: 'any' }), ...['connection_pool', 'upstream', 'auth', 'limits', 'config', 'sessions', 'access'].map((s) => el('option', { value: s, text: s })));
   const list = el('div');
   main.append(el('h2', { text: 'Events (live)' }), el('div', { class: 'filters' }, el('label', {}, 'Severity', sev), el('label', {}, 'Category', cat)), list);
   let events = [];
@@ -311,6 +311,120 @@ pages.sessions = async (main) => {
       { label: 'Bytes', tip: 'Both directions', num: true, render: (s) => fmtBytes(s.bytes_client_to_upstream + s.bytes_upstream_to_client) },
     ], hist.sessions, { id: 'history-table', rowId: (s) => s.id, empty: 'No recorded session matches.' }));
     pager(historyPager, hist, 'history-page', 'sessions', ['‹ Newer', 'Older ›'], (n) => { historyPage = n; refresh(); });
+  };
+};
+
+// ---- access rules ------------------------------------------------------------
+
+const ACL_COMMANDS = ['connect', 'bind', 'udp'];
+const anyOf = (list) => (list == null ? 'any' : list.join(', '));
+const actionCell = (action) => el('span', { class: `action-${action}`, text: action });
+
+/** A definition list of [label, value] pairs; a value may be a Node. */
+function details(id, pairs) {
+  const dl = el('dl', { id });
+  for (const [k, v] of pairs) dl.append(el('dt', { text: k }), v instanceof Node ? el('dd', {}, v) : el('dd', { text: v == null || v === '' ? '–' : String(v) }));
+  return dl;
+}
+
+pages.acl = async (main) => {
+  const summary = el('div', { class: 'cards' });
+  const groups = el('div');
+  const rules = el('div');
+
+  // "Test a request": what the rules decide, without making the request.
+  const t = {
+    user: el('input', { id: 'acl-user', placeholder: 'none', autocomplete: 'off' }),
+    client: el('input', { id: 'acl-client', value: '127.0.0.1', required: '', autocomplete: 'off' }),
+    destination: el('input', { id: 'acl-destination', placeholder: 'host name or IP', required: '', autocomplete: 'off' }),
+    port: el('input', { id: 'acl-port', type: 'number', min: '0', max: '65535', value: '443', required: '' }),
+    command: el('select', { id: 'acl-command' }, ...ACL_COMMANDS.map((c) => el('option', { value: c, text: c }))),
+  };
+  const testResult = el('div', { id: 'acl-test-result' });
+  const testForm = el('form', { id: 'acl-test-form', class: 'filters' },
+    el('label', { title: 'The authenticated user; empty = no authentication' }, 'User', t.user),
+    el('label', { title: "The client's IP address" }, 'Client', t.client),
+    el('label', {}, 'Destination', t.destination),
+    el('label', {}, 'Port', t.port),
+    el('label', {}, 'Command', t.command),
+    el('button', { type: 'submit', text: 'Test' }));
+  testForm.addEventListener('submit', async (ev) => {
+    ev.preventDefault();
+    const body = { client: t.client.value.trim(), destination: t.destination.value.trim(), port: Number(t.port.value), command: t.command.value };
+    if (t.user.value) body.user = t.user.value;
+    testResult.replaceChildren(el('p', { class: 'note', text: 'Testing…' }));
+    try {
+      const r = await api('/api/acl/test', { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body) });
+      testResult.replaceChildren(details('acl-test-details', [
+        ['decision', el('span', { id: 'acl-decision', class: `action-${r.decision}`, text: r.decision })],
+        ['by', r.by],
+        ['rule', r.rule ? `${r.rule.origin}${r.rule.description ? ` (${r.rule.description})` : ''}` : null],
+        ['reason', r.reason],
+        ['addresses', r.addresses.length ? r.addresses.join(', ') : null],
+        ['resolve error', r.resolve_error],
+      ]));
+    } catch (e) {
+      testResult.replaceChildren(el('div', { class: 'error', id: 'acl-test-error', text: e.message }));
+    }
+  });
+
+  // The tables are rebuilt only when the rules change (their load time), so that a
+  // selection in them survives the refresh.
+  let shown = null;
+
+  // "Reload rules": as SIGHUP does; invalid rules change nothing.
+  const reloadResult = el('div', { id: 'acl-reload-result' });
+  const reloadButton = el('button', { id: 'acl-reload', text: 'Reload rules', title: 'POST /api/acl/reload: read [acl] and acl.file again' });
+  reloadButton.addEventListener('click', async () => {
+    reloadButton.disabled = true;
+    try {
+      const r = await api('/api/acl/reload', { method: 'POST' });
+      reloadResult.replaceChildren(el('p', { class: 'ok', text: `Reloaded at ${fmtTime(r.loaded_at)}: ${fmtInt(r.rules)} rule(s), ${fmtInt(r.groups)} group(s)${r.file ? ` (with ${r.file})` : ''}; ${fmtInt(r.sessions_closed)} live session(s) now blocked were closed.` }));
+      shown = null;
+      await refresh();
+    } catch (e) {
+      reloadResult.replaceChildren(el('div', { class: 'error', text: `Not reloaded, the rules in force stay: ${e.message}` }));
+    } finally {
+      reloadButton.disabled = false;
+    }
+  });
+
+  main.append(
+    el('h2', { text: 'Access rules in force' }), summary,
+    el('div', { class: 'filters' }, reloadButton), reloadResult,
+    el('h2', { text: 'Rules (a matching block beats any allow; otherwise a matching allow; otherwise the default policy)' }), rules,
+    el('h2', { text: 'Groups' }), groups,
+    el('h2', { text: 'Test a request' }), testForm, testResult,
+  );
+
+  return async () => {
+    const acl = await api('/api/acl');
+    if (shown === acl.loaded_at) return;
+    shown = acl.loaded_at;
+    summary.replaceChildren(
+      card('Default policy', acl.default_policy, '', 'acl.default_policy: what a request no rule matches gets', 'acl-default'),
+      card('Private destinations', acl.block_private_destinations ? 'blocked' : 'allowed', acl.block_private_destinations_configured ? 'configured' : 'default',
+        'acl.block_private_destinations (default: blocked unless the SOCKS listener is loopback-only)', 'acl-guard'),
+      card('Rules', fmtInt(acl.rules.length), '', 'Main file first, then acl.file', 'acl-count'),
+      card('Rules file', acl.file || 'none', '', 'acl.file', 'acl-file'),
+      card('Loaded', fmtTime(acl.loaded_at), '', acl.loaded_at, 'acl-loaded'),
+    );
+    rules.replaceChildren(table([
+      { label: '#', num: true, key: 'index' },
+      { label: 'Origin', key: 'origin', tip: 'Where the rule is written' },
+      { label: 'Action', render: (r) => actionCell(r.action) },
+      { label: 'Users', render: (r) => anyOf(r.users) },
+      { label: 'Groups', render: (r) => anyOf(r.groups) },
+      { label: 'Clients', render: (r) => anyOf(r.clients) },
+      { label: 'Destinations', render: (r) => anyOf(r.destinations) },
+      { label: 'Ports', render: (r) => anyOf(r.ports) },
+      { label: 'Commands', render: (r) => anyOf(r.commands) },
+      { label: 'Description', key: 'description' },
+    ], acl.rules, { id: 'acl-rules', rowId: (r) => r.index, empty: `No rules: every request gets the default policy (${acl.default_policy}).` }));
+    groups.replaceChildren(table([
+      { label: 'Name', key: 'name' },
+      { label: 'Members', render: (g) => (g.members.length ? g.members.join(', ') : 'nobody') },
+    ], acl.groups, { id: 'acl-groups', empty: 'No groups.' }));
   };
 };
 
