@@ -300,7 +300,11 @@ async fn acl_test_refuses_bad_bodies_with_a_reason() {
         r#"{{"client":"10.0.0.1","destination":"{}","port":1,"command":"connect"}}"#,
         "a".repeat(300)
     );
-    let cases: [(&str, &str); 8] = [
+    let cases: [(&str, &str); 9] = [
+        (
+            r#"{"client":"10.0.0.1","destination":"x","port":0,"command":"connect"}"#,
+            "port 0",
+        ),
         ("", "EOF"),
         ("{", "EOF"),
         ("[]", "expected struct"),
@@ -310,7 +314,7 @@ async fn acl_test_refuses_bad_bodies_with_a_reason() {
         ),
         (
             r#"{"client":"not-an-ip","destination":"x","port":1,"command":"connect"}"#,
-            "invalid IP",
+            "client \"not-an-ip\": expected an IP address",
         ),
         (
             r#"{"client":"10.0.0.1","destination":"x","port":70000,"command":"connect"}"#,

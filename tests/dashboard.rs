@@ -17,6 +17,29 @@ use rustsocks::protocol::TargetAddr;
 
 const TOKEN: &str = "dashboard-test-token";
 
+/// Access rules for the ACL page: the browser checks the rows and tests a request
+/// that rule 1 blocks (SSH to 192.0.2.0/24). Its description is HTML, which the
+/// page must show as text. The tunnels below go to 127.0.0.1, which no rule names
+/// (and the guard is off: the listener is loopback-only).
+const ACL: &str = r#"
+[[acl.groups]]
+name = "ops"
+members = ["alice", "dan"]
+
+[[acl.rules]]
+action = "allow"
+groups = ["ops"]
+destinations = ["10.20.0.0/16"]
+commands = ["connect"]
+description = "ops reach the management network"
+
+[[acl.rules]]
+action = "block"
+destinations = ["192.0.2.0/24"]
+ports = [22, "8000-9000"]
+description = "no SSH to the lab <img src=x onerror=alert(1)>"
+"#;
+
 fn browser_available() -> bool {
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     let node_modules =
@@ -36,7 +59,8 @@ async fn dashboard_pages_match_the_api_in_a_real_browser() {
     }
     let rest = format!(
         "[api]\nport = 0\ntoken = \"{TOKEN}\"\n[server.pool]\nenabled = true\n\
-         [sessions]\nbatch_interval_ms = 50\n[telemetry]\naggregation_interval_secs = 1\n"
+         [sessions]\nbatch_interval_ms = 50\n[telemetry]\naggregation_interval_secs = 1\n\
+         {ACL}"
     );
     let proxy = Proxy::start(&config("", &rest));
     let api = proxy.api.unwrap();

@@ -130,8 +130,8 @@ pub struct TestRequest {
     #[serde(default)]
     user: Option<String>,
     /// The client's address.
-    #[schema(value_type = String, example = "10.1.2.3")]
-    client: IpAddr,
+    #[schema(example = "10.1.2.3")]
+    client: String,
     /// A host name or an IP address.
     destination: String,
     port: u16,
@@ -181,6 +181,12 @@ pub async fn test(
             AclCommand::NAMES
         ))
     })?;
+    let client: IpAddr = req.client.parse().map_err(|_| {
+        ApiError::BadBody(format!("client {:?}: expected an IP address", req.client))
+    })?;
+    if req.port == 0 {
+        return Err(ApiError::BadBody("port 0: expected 1 to 65535".into()));
+    }
     if req.destination.is_empty() || req.destination.len() > 255 {
         return Err(ApiError::BadBody(
             "destination: expected a host name or IP address of 1 to 255 bytes".into(),
@@ -194,6 +200,11 @@ pub async fn test(
         TargetAddr::Ip(a) => (vec![*a], None),
         TargetAddr::Domain(..) => {
             match tokio::time::timeout(RESOLVE_TIMEOUT, crate::connector::resolve(&dest)).await {
+                // A datagram goes to the first address only, and only it is judged.
+                Ok(Ok(mut addrs)) if command == AclCommand::Udp => {
+                    addrs.truncate(1);
+                    (addrs, None)
+                }
                 Ok(Ok(addrs)) => (addrs, None),
                 Ok(Err(e)) => (Vec::new(), Some(e.to_string())),
                 Err(_) => (
@@ -207,7 +218,7 @@ pub async fn test(
     let policy = access.policy();
     let q = Query {
         user: req.user.as_deref().unwrap_or(""),
-        client: req.client,
+        client,
         command,
         port: req.port,
     };

@@ -38,10 +38,12 @@ pub(super) async fn watch_acl_file(acl: AclControl) {
         tokio::time::sleep(POLL).await;
         let now = current();
         if now != last {
-            // Reloading reads the file; a bad version keeps the rules in force and
-            // is reported once, until the file changes again.
+            // The stamp is taken before the reload reads the file: a write that
+            // lands during the reload changes it again and is loaded next time. A
+            // bad version keeps the rules in force and is reported once, until the
+            // file changes again.
+            last = now;
             let _ = acl.reload("acl.file changed");
-            last = current();
         }
     }
 }

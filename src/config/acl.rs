@@ -15,11 +15,12 @@ use serde::Deserialize;
 
 use super::validate::Problem;
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AclConfig {
-    /// What a request no rule matches gets.
-    pub default_policy: Action,
+    /// What a request no rule matches gets: "allow" or "block" (kept as written,
+    /// so that a bad value is reported under its key).
+    pub default_policy: String,
     /// The destination guard (private, loopback, link-local and the proxy's own
     /// addresses). Unset: on unless the SOCKS listener is loopback-only.
     pub block_private_destinations: Option<bool>,
@@ -29,7 +30,19 @@ pub struct AclConfig {
     pub rules: Vec<RuleEntry>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Deserialize, serde::Serialize)]
+impl Default for AclConfig {
+    fn default() -> Self {
+        Self {
+            default_policy: "allow".into(),
+            block_private_destinations: None,
+            file: None,
+            groups: Vec::new(),
+            rules: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     #[default]
@@ -53,7 +66,7 @@ pub struct GroupEntry {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RuleEntry {
-    pub action: Action,
+    pub action: String,
     #[serde(default)]
     pub users: Option<Vec<String>>,
     #[serde(default)]
@@ -212,6 +225,10 @@ impl AclConfig {
     /// returned, each naming its key (and the file, for rules from `acl.file`).
     pub fn load(&self) -> Result<AclRules, Vec<Problem>> {
         let mut problems = Vec::new();
+        let default_policy = self.default_policy.parse::<Action>().unwrap_or_else(|()| {
+            problems.push(action_problem("acl.default_policy", &self.default_policy));
+            Action::Block
+        });
         let mut groups = HashMap::new();
         let mut entries: Vec<(String, &RuleEntry)> = Vec::new();
         add_groups(&self.groups, "", &mut groups, &mut problems);
@@ -248,7 +265,7 @@ impl AclConfig {
             .collect();
         match problems.is_empty() {
             true => Ok(AclRules {
-                default_policy: self.default_policy,
+                default_policy,
                 block_private_destinations: self.block_private_destinations,
                 file: self.file.clone(),
                 groups,
@@ -257,6 +274,14 @@ impl AclConfig {
             false => Err(problems),
         }
     }
+}
+
+fn action_problem(key: &str, value: &str) -> Problem {
+    Problem::new(
+        key,
+        format!("\"{value}\""),
+        format!("one of {}", Action::NAMES),
+    )
 }
 
 fn read_file(path: &Path) -> Result<AclFile, Problem> {
@@ -343,6 +368,9 @@ fn parse_rule(
 ) -> Option<Rule> {
     let before = problems.len();
     let key = |k: &str| format!("{origin}.{k}");
+    let action = e.action.parse::<Action>().map_err(|()| {
+        problems.push(action_problem(&key("action"), &e.action));
+    });
     let users = list(&key("users"), &e.users, problems, |u: &String| {
         match u.is_empty() {
             true => Err(("\"\"".into(), "a user name".into())),
@@ -375,12 +403,13 @@ fn parse_rule(
         c.parse::<AclCommand>()
             .map_err(|()| (format!("\"{c}\""), format!("one of {}", AclCommand::NAMES)))
     });
+    let action = action.ok()?;
     if problems.len() > before {
         return None;
     }
     Some(Rule {
         origin,
-        action: e.action,
+        action,
         users,
         groups: group_names,
         clients,

@@ -137,7 +137,7 @@ impl Config {
         let (guard, why) = self.private_destinations_blocked();
         format!(
             "access: {rules} rule(s), default_policy = \"{}\"; private destinations are {} ({why})",
-            self.acl.default_policy.as_str(),
+            self.acl.default_policy,
             if guard { "blocked" } else { "not blocked" },
         )
     }

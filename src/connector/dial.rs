@@ -50,6 +50,12 @@ pub trait DestinationCheck: Send + Sync {
     /// Whether a name's addresses are needed to decide. When not, a name is
     /// decided on its own and `check` gets no addresses.
     fn needs_addresses(&self) -> bool;
+    /// Refuses a name that is blocked whatever it resolves to, before it is
+    /// looked up (a blocked name must not cost a DNS query, nor fail as
+    /// "unreachable" instead of "not allowed").
+    fn check_name(&self, _dest: &TargetAddr) -> Result<(), Refusal> {
+        Ok(())
+    }
     fn check(&self, dest: &TargetAddr, addrs: &[SocketAddr]) -> Result<(), Refusal>;
 }
 

@@ -81,12 +81,15 @@ impl Connector {
                 check.check(dest, &[]).map_err(refused)?;
                 return self.open(dest, None).await;
             }
-            TargetAddr::Domain(..) => tokio::time::timeout(self.timeout, resolve(dest))
-                .await
-                .map_err(|_| ConnectError::Timeout {
-                    dest: dest.to_string(),
-                    after: self.timeout,
-                })??,
+            TargetAddr::Domain(..) => {
+                check.check_name(dest).map_err(refused)?;
+                tokio::time::timeout(self.timeout, resolve(dest))
+                    .await
+                    .map_err(|_| ConnectError::Timeout {
+                        dest: dest.to_string(),
+                        after: self.timeout,
+                    })??
+            }
         };
         check.check(dest, &addrs).map_err(refused)?;
         let conn = self.open(dest, Some(&addrs)).await?;

@@ -84,6 +84,7 @@ pub(super) async fn serve(r: Request<'_>) -> Outcome {
         resolved: Some(from),
         from_pool: false,
         keep_unused: false,
+        judged: Some((&check, TargetAddr::Ip(from))),
     };
     relay_recorded(&r, tunnel).await
 }

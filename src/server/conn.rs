@@ -57,8 +57,18 @@ impl Request<'_> {
 
     /// The access check for this request's user and client doing `command`.
     pub fn check(&self, command: AclCommand) -> Check<'_> {
-        let user = self.req.user.as_deref().unwrap_or("");
-        self.ctx.access.check(user, self.peer.ip(), command)
+        self.ctx
+            .access
+            .check(self.acl_user(), self.peer.ip(), command)
+    }
+
+    /// The user the access rules see: the authenticated one, or "" (a SOCKS4 user
+    /// id is only a claim, so rules naming users never match it).
+    pub fn acl_user(&self) -> &str {
+        match self.req.authenticated {
+            true => self.req.user.as_deref().unwrap_or(""),
+            false => "",
+        }
     }
 
     /// What the session record says of this request.

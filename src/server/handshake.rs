@@ -62,6 +62,9 @@ pub struct Negotiated {
     pub dest: TargetAddr,
     /// The authenticated RFC 1929 user, or the SOCKS4 user id if one was sent.
     pub user: Option<String>,
+    /// Whether `user` was authenticated (RFC 1929). A SOCKS4 user id is whatever
+    /// the client claims: it is recorded, never trusted by the access rules.
+    pub authenticated: bool,
     /// Bytes the client sent after its request, before our reply.
     pub early_data: Bytes,
 }
@@ -171,6 +174,7 @@ async fn socks5_handshake(
         version: Version::Socks5,
         command: request.command,
         dest: request.dest,
+        authenticated: user.is_some(),
         user,
         early_data: conn.buf.split().freeze(),
     })
@@ -232,6 +236,7 @@ async fn socks4_handshake(
         command,
         dest: request.dest,
         user,
+        authenticated: false,
         early_data: conn.buf.split().freeze(),
     })
 }

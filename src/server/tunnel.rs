@@ -11,7 +11,9 @@ use tokio::net::TcpStream;
 use super::conn::Request;
 use super::outcome::{Bytes, Outcome};
 use super::relay::{self, RelayEnd, RelayOptions};
+use crate::access::Check;
 use crate::counters::Counters;
+use crate::protocol::TargetAddr;
 
 /// The two sockets of a tunnel about to relay, and what its record says of them.
 pub(super) struct Tunnel<'a> {
@@ -21,12 +23,26 @@ pub(super) struct Tunnel<'a> {
     pub from_pool: bool,
     /// Leave `other` untouched if the client closes before any byte moved.
     pub keep_unused: bool,
+    /// The check that let this tunnel through, and what it judged: judged again
+    /// if the rules were reloaded before the session was registered (a reload
+    /// re-judges only the sessions registered when it runs).
+    pub judged: Option<(&'a Check<'a>, TargetAddr)>,
 }
 
 /// Relays `t` for `r`'s client as one recorded session; the outcome closes the record.
 pub(super) async fn relay_recorded(r: &Request<'_>, t: Tunnel<'_>) -> Outcome {
     let ctx = r.ctx;
     let session = r.open_session(t.resolved, t.from_pool);
+    if let (Some(session), Some((check, dest))) = (&session, &t.judged) {
+        if !check.is_current() {
+            let renewed = check.renewed();
+            let addrs: Vec<SocketAddr> = t.resolved.into_iter().collect();
+            let verdict = renewed.verdict(dest, &addrs);
+            if !verdict.allowed() {
+                session.cut(format!("acl: {}", renewed.refusal(&verdict).reason));
+            }
+        }
+    }
     // Without session tracking the relay still counts, into counters of its own.
     let local = Counters::default();
     let counters = session.as_ref().map_or(&local, |s| &s.counters);

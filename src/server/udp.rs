@@ -24,10 +24,12 @@ use tokio_util::sync::CancellationToken;
 use super::conn::Request;
 use super::outcome::{Bytes, Outcome};
 use super::relay::RelayEnd;
-use crate::access::{Check, HeldPort, OwnAddresses};
+use crate::access::{Check, HeldPort, OwnAddresses, Verdict};
 use crate::config::AclCommand;
+use crate::connector::ConnectError;
 use crate::counters::Counters;
 use crate::metrics::Metrics;
+use crate::protocol::socks5::ReplyCode;
 use crate::protocol::udp::UdpHeader;
 use crate::protocol::TargetAddr;
 use crate::telemetry::{Signal, Telemetry};
@@ -45,6 +47,21 @@ pub(super) async fn associate(r: Request<'_>) -> Outcome {
         Ok(ip) => ip,
         Err(e) => return Outcome::Broken(e),
     };
+    // A client the rules block from UDP to any destination (a rule with no
+    // destination or port) gets no relay at all.
+    let anywhere = TargetAddr::Ip(SocketAddr::from(([0, 0, 0, 0], 0)));
+    let acl = r.check(AclCommand::Udp);
+    if let Some(verdict) = acl.blocked_whatever_the_addresses(&anywhere) {
+        let _ = r.reply(ReplyCode::NotAllowed, None).await;
+        return Outcome::Failed {
+            opening: r.opening(),
+            dest: anywhere,
+            error: ConnectError::Refused {
+                dest: "any UDP destination".into(),
+                refusal: acl.refusal(&verdict),
+            },
+        };
+    }
     let opened = r.announce(UdpSocket::bind((local_ip, 0)).await, UdpSocket::local_addr);
     let (relay, bound) = match opened.await {
         Ok(socket) => socket,
@@ -66,12 +83,12 @@ pub(super) async fn associate(r: Request<'_>) -> Outcome {
         up_v6: None,
         peers: HashSet::new(),
         dns: HashMap::new(),
-        acl: r.check(AclCommand::Udp),
+        acl,
         decided: HashMap::new(),
         counters,
         metrics: &ctx.metrics,
         telemetry: &ctx.telemetry,
-        user: r.req.user.as_deref().unwrap_or(""),
+        user: r.acl_user(),
     };
     let terminate = session
         .as_ref()
@@ -212,6 +229,9 @@ impl Association<'_> {
         let Some(dest) = self.resolve(&header.dest).await else {
             return self.drop_counted("unresolved");
         };
+        if !self.allowed(&header.dest, dest) {
+            return self.drop_counted("acl");
+        }
         // Answers are accepted only from destinations in `peers`: once it is full, a
         // datagram to a new one would be sent with its answer certain to be dropped.
         if self.peers.len() >= MAX_PEERS && !self.peers.contains(&dest) {
@@ -223,9 +243,6 @@ impl Association<'_> {
         }
         if self.is_own(dest) {
             return self.drop_counted("own_address");
-        }
-        if !self.allowed(&header.dest, dest) {
-            return self.drop_counted("acl");
         }
         let upstream = if dest.is_ipv4() {
             &self.up_v4
@@ -324,7 +341,9 @@ impl Association<'_> {
             return allowed;
         }
         let verdict = self.acl.verdict(dest, &[addr]);
-        let allowed = verdict.allowed();
+        // The proxy's own addresses are dropped (and counted) as such further on,
+        // once the association's own sockets are known.
+        let allowed = verdict.allowed() || matches!(verdict, Verdict::Own(_));
         if !allowed {
             self.telemetry.emit(Signal::AclBlocked {
                 user: self.user.to_owned(),

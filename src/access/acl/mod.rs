@@ -301,6 +301,29 @@ impl<'a> Check<'a> {
             .judge(&self.policy, &self.query(dest.port()), dest, addrs)
     }
 
+    /// The verdict when a rule blocks `dest` (a name, or None for "any
+    /// destination") on its own: no address it could resolve to would change it,
+    /// since a block beats every allow. Counted when it blocks.
+    pub fn blocked_whatever_the_addresses(&self, dest: &TargetAddr) -> Option<Verdict> {
+        let q = self.query(dest.port());
+        let name = match dest {
+            TargetAddr::Domain(host, _) => Some(comparable_name(host)),
+            TargetAddr::Ip(_) => None,
+        };
+        let decision = self.policy.set.decide(&q, name.as_deref(), &[]);
+        match decision {
+            Decision {
+                action: Action::Block,
+                by: By::Rule(i),
+            } => {
+                let verdict = Verdict::Blocked(By::Rule(i));
+                self.access.decisions.count(&verdict);
+                Some(verdict)
+            }
+            _ => None,
+        }
+    }
+
     /// `Refusal` for a verdict that blocks.
     pub fn refusal(&self, verdict: &Verdict) -> Refusal {
         Refusal {
@@ -317,6 +340,13 @@ impl<'a> Check<'a> {
 impl DestinationCheck for Check<'_> {
     fn needs_addresses(&self) -> bool {
         self.policy.needs_addresses()
+    }
+
+    fn check_name(&self, dest: &TargetAddr) -> Result<(), Refusal> {
+        match self.blocked_whatever_the_addresses(dest) {
+            Some(verdict) => Err(self.refusal(&verdict)),
+            None => Ok(()),
+        }
     }
 
     fn check(&self, dest: &TargetAddr, addrs: &[SocketAddr]) -> Result<(), Refusal> {

@@ -116,8 +116,13 @@ fn problem_keys(e: &ConfigError) -> Vec<String> {
         }
         ConfigError::Read { .. } => vec!["acl".into()],
         ConfigError::Parse { message, .. } => {
-            // toml quotes the offending key in backticks.
-            let key = message.split('`').nth(1).unwrap_or("acl");
+            // toml names a key in "unknown field `x`" and "missing field `x`"; other
+            // messages quote values, so they name no key.
+            let key = ["unknown field `", "missing field `"]
+                .iter()
+                .find_map(|m| message.split_once(m))
+                .and_then(|(_, rest)| rest.split('`').next())
+                .unwrap_or("acl");
             vec![key.to_owned()]
         }
     }
@@ -148,8 +153,13 @@ pub fn recheck_sessions(access: &Access, sessions: &Sessions) -> usize {
         let Ok(client) = r.client.parse::<SocketAddr>() else {
             continue;
         };
+        // A SOCKS4 user id is a claim, never authenticated: the rules saw "".
+        let user = match r.protocol.as_str() {
+            "socks4" => "",
+            _ => r.user.as_deref().unwrap_or(""),
+        };
         let q = Query {
-            user: r.user.as_deref().unwrap_or(""),
+            user,
             client: client.ip(),
             command,
             port: dest.port(),

@@ -391,7 +391,7 @@ pages.acl = async (main) => {
 
   main.append(
     el('h2', { text: 'Access rules in force' }), summary,
-    el('div', { class: 'filters' }, reloadButton), reloadResult,
+    el('div', { class: 'filters actions' }, reloadButton), reloadResult,
     el('h2', { text: 'Rules (a matching block beats any allow; otherwise a matching allow; otherwise the default policy)' }), rules,
     el('h2', { text: 'Groups' }), groups,
     el('h2', { text: 'Test a request' }), testForm, testResult,
