@@ -252,6 +252,7 @@ impl Metrics {
             ("block", "default"),
             ("block", "private_destination"),
             ("block", "own_address"),
+            ("block", "invalid_name"),
         ] {
             let _ = m
                 .acl_decisions

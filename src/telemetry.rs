@@ -27,6 +27,11 @@ use crate::config::TelemetryConfig;
 const CHANNEL_CAPACITY: usize = 4096;
 /// Events buffered per live subscriber; a slower subscriber skips ahead.
 const SUBSCRIBER_BUFFER: usize = 256;
+/// Subjects summed per interval at most. Each becomes an event at the flush, so a
+/// client that makes many distinct ones (blocked requests to unique names) must not
+/// push every other event out of the store: past this, new subjects are counted as
+/// lost.
+const MAX_SUBJECTS: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -274,6 +279,9 @@ async fn run(mut rx: mpsc::Receiver<Signal>, store: Arc<Store>, interval: Durati
         tokio::select! {
             signal = rx.recv() => match signal {
                 Some(signal) => match aggregate_key(&signal) {
+                    Some((key, _)) if pending.len() >= MAX_SUBJECTS && !pending.contains_key(&key) => {
+                        store.lost.fetch_add(1, Ordering::Relaxed);
+                    }
                     Some((key, detail)) => {
                         let t = pending.entry(key).or_insert(Tally { count: 0, last: String::new() });
                         t.count += 1;

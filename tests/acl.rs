@@ -1224,3 +1224,39 @@ async fn udp_associate_is_refused_to_a_client_blocked_from_all_udp() {
     let echo = upstream::echo();
     assert_eq!(connect_code(&proxy, echo).await, ReplyCode::Succeeded);
 }
+
+/// The system resolver decodes zone-file escapes (`exampl\e.com` is looked up as
+/// `example.com`), so a name that is not a plain host name could slip past a name
+/// rule: such names are refused, never looked up, whatever the rules say.
+#[tokio::test]
+async fn names_that_are_not_host_names_are_refused_unlooked_up() {
+    let proxy = Proxy::start(&config(
+        "",
+        "[[acl.rules]]\naction = \"block\"\ndestinations = [\"*.example.com\", \"example.com\"]\n",
+    ));
+    for name in [
+        r"www.exampl\e.com",
+        r"exampl\101.com",
+        "a b.example",
+        "x;y",
+        "[::1]",
+    ] {
+        let code = connect_code(&proxy, TargetAddr::Domain(name.into(), 443)).await;
+        assert_eq!(code, ReplyCode::NotAllowed, "{name}");
+    }
+    // Plain names and addresses written as names still work.
+    let echo = upstream::echo();
+    for name in ["localhost", "LocalHost", "127.0.0.1"] {
+        let code = connect_code(&proxy, TargetAddr::Domain(name.into(), echo.port())).await;
+        assert_eq!(code, ReplyCode::Succeeded, "{name}");
+    }
+    let text = metrics(&proxy).await;
+    assert_eq!(
+        common::metric(
+            &text,
+            "rustsocks_acl_decisions_total{decision=\"block\",by=\"invalid_name\"}"
+        ),
+        5,
+        "{text}"
+    );
+}

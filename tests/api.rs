@@ -128,9 +128,14 @@ async fn with_a_token_every_route_but_health_needs_it() {
 /// A hand-written request with the given `Host` (none: no Host header) and an
 /// `Origin`, as a page from another site would send it.
 fn from_page(method: &str, path: &str, host: Option<&str>) -> Vec<u8> {
+    from_origin(method, path, host, "http://evil.example")
+}
+
+/// A request as a page of `origin` sends it.
+fn from_origin(method: &str, path: &str, host: Option<&str>, origin: &str) -> Vec<u8> {
     let host = host.map(|h| format!("Host: {h}\r\n")).unwrap_or_default();
     format!(
-        "{method} {path} HTTP/1.1\r\n{host}Origin: http://evil.example\r\n\
+        "{method} {path} HTTP/1.1\r\n{host}Origin: {origin}\r\n\
          Access-Control-Request-Method: GET\r\nConnection: close\r\n\r\n"
     )
     .into_bytes()
@@ -167,7 +172,9 @@ async fn without_a_token_only_loopback_hosts_are_answered() {
     ] {
         let host = host.replace("PORT", &port);
         for path in paths {
-            let r = http::raw(addr, &from_page("GET", path, Some(&host))).await;
+            // A page served from that loopback origin (the dashboard itself).
+            let own = format!("http://{host}");
+            let r = http::raw(addr, &from_origin("GET", path, Some(&host), &own)).await;
             assert_eq!(r.status, 200, "Host {host} GET {path}: {}", r.text());
             assert_no_cors(&r, &format!("Host {host} GET {path}"));
         }
@@ -339,6 +346,26 @@ async fn acl_test_refuses_bad_bodies_with_a_reason() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["decision"], "allow");
     assert_eq!(r.json()["by"], "default");
+}
+
+/// Without a token, a page of another site could still send requests to the
+/// loopback API (a POST needs no permission to be sent): a request whose Origin is
+/// not loopback is refused, naming the header.
+#[tokio::test]
+async fn without_a_token_a_foreign_origin_is_refused() {
+    let proxy = Proxy::start(&config("", ""));
+    let addr = api(&proxy);
+    let post = |origin: &str| {
+        format!(
+            "POST /api/acl/reload HTTP/1.1\r\nHost: {addr}\r\nOrigin: {origin}\r\n\
+             Connection: close\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let r = http::raw(addr, post("https://evil.example").as_bytes()).await;
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["header"], "Origin");
+    let r = http::raw(addr, post(&format!("http://{addr}")).as_bytes()).await;
+    assert_eq!(r.status, 200, "{}", r.text());
 }
 
 #[tokio::test]

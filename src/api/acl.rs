@@ -151,9 +151,12 @@ pub struct TestResult {
     rule: Option<RuleView>,
     /// The decision in words, as a session record gives it.
     reason: String,
-    /// The addresses the destination stands for, each checked (a name is resolved
-    /// now, as a request would be).
+    /// The addresses the destination stands for (a name is resolved now).
     addresses: Vec<String>,
+    /// Whether `addresses` were judged: only when the rules need a name's
+    /// addresses (the guard is on, or a rule names an address block), as for a
+    /// real request; otherwise a name is judged by name.
+    addresses_judged: bool,
     /// Why a name could not be resolved (it was then judged by name alone; a
     /// request would fail with "host unreachable").
     resolve_error: Option<String>,
@@ -222,8 +225,12 @@ pub async fn test(
         command,
         port: req.port,
     };
-    let verdict = policy.judge(access.own(), &q, &dest, &addrs);
-    Ok(Json(result(&policy, &verdict, &addrs, resolve_error)))
+    let judged = matches!(dest, TargetAddr::Ip(_)) || policy.needs_addresses();
+    let verdict = policy.judge(access.own(), &q, &dest, if judged { &addrs } else { &[] });
+    Ok(Json(TestResult {
+        addresses_judged: judged,
+        ..result(&policy, &verdict, &addrs, resolve_error)
+    }))
 }
 
 fn result(
@@ -249,6 +256,7 @@ fn result(
         }
         Verdict::Private { .. } => (Action::Block, "private_destination", None),
         Verdict::Own(_) => (Action::Block, "own_address", None),
+        Verdict::BadName => (Action::Block, "invalid_name", None),
     };
     TestResult {
         decision,
@@ -256,6 +264,7 @@ fn result(
         rule,
         reason: policy.reason(verdict),
         addresses: addrs.iter().map(|a| a.ip().to_string()).collect(),
+        addresses_judged: true,
         resolve_error,
     }
 }

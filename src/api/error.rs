@@ -55,6 +55,8 @@ pub enum HostProblem {
     Repeated,
     #[error("Host header `{0}` is not a loopback name or address")]
     NotLoopback(String),
+    #[error("Origin header `{0}` is not a loopback origin (a page of another site)")]
+    Origin(String),
 }
 
 impl ApiError {
@@ -105,7 +107,11 @@ impl ApiError {
             error: self.code(),
             message: self.to_string(),
             parameter,
-            header: matches!(self, Self::ForbiddenHost(_)).then_some("Host"),
+            header: match self {
+                Self::ForbiddenHost(HostProblem::Origin(_)) => Some("Origin"),
+                Self::ForbiddenHost(_) => Some("Host"),
+                _ => None,
+            },
         }
     }
 }
@@ -135,7 +141,7 @@ pub struct ErrorBody {
     /// The query parameter at fault, for bad_request.
     #[serde(skip_serializing_if = "Option::is_none")]
     parameter: Option<String>,
-    /// The request header at fault, for forbidden_host: "Host".
+    /// The request header at fault, for forbidden_host: "Host" or "Origin".
     #[serde(skip_serializing_if = "Option::is_none")]
     header: Option<&'static str>,
 }

@@ -7,6 +7,12 @@
 //! `Host: evil.example`. Refusing every Host that is not loopback closes that door.
 //! With a token configured the token is the protection (a rebinding page does not
 //! have it), so the Host is not checked.
+//!
+//! A page on another site can also send a request to `http://127.0.0.1:9090/...`
+//! directly: its Host is loopback, and a POST needs no permission to be sent (only
+//! to read the answer). Browsers name the page's origin in an `Origin` header, so
+//! without a token a request that carries one must come from a loopback origin
+//! (the dashboard itself); tools such as curl send none.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
@@ -33,6 +39,17 @@ pub fn check(headers: &HeaderMap, uri: &Uri) -> Result<(), ApiError> {
     for name in std::iter::once(host).chain(authority) {
         if !is_loopback(name) {
             return Err(not_loopback(name.as_bytes()));
+        }
+    }
+    for origin in headers.get_all(header::ORIGIN) {
+        let text = origin.to_str().unwrap_or_default();
+        let host = text
+            .strip_prefix("http://")
+            .or_else(|| text.strip_prefix("https://"));
+        if !host.is_some_and(is_loopback) {
+            return Err(ApiError::ForbiddenHost(HostProblem::Origin(
+                String::from_utf8_lossy(origin.as_bytes()).into_owned(),
+            )));
         }
     }
     Ok(())
@@ -131,6 +148,40 @@ mod tests {
             "[::1",
         ] {
             assert!(!is_loopback(host), "{host:?} should be refused");
+        }
+    }
+}
+
+#[cfg(test)]
+mod origin_tests {
+    use axum::http::{HeaderMap, HeaderValue, Uri};
+
+    use super::check;
+
+    fn with(origin: Option<&'static str>) -> bool {
+        let mut headers = HeaderMap::new();
+        headers.insert("host", HeaderValue::from_static("127.0.0.1:9090"));
+        if let Some(o) = origin {
+            headers.insert("origin", HeaderValue::from_static(o));
+        }
+        check(&headers, &Uri::from_static("/api/acl/reload")).is_ok()
+    }
+
+    #[test]
+    fn a_request_from_another_sites_page_is_refused() {
+        // No Origin (curl, scripts) and the dashboard's own origin pass.
+        assert!(with(None));
+        assert!(with(Some("http://127.0.0.1:9090")));
+        assert!(with(Some("http://localhost:9090")));
+        assert!(with(Some("http://[::1]:9090")));
+        for origin in [
+            "https://evil.example",
+            "http://evil.example:9090",
+            "null",
+            "http://127.0.0.1.evil.example",
+            "file://",
+        ] {
+            assert!(!with(Some(origin)), "{origin} passed");
         }
     }
 }

@@ -27,7 +27,9 @@ dashboard needs `Authorization: Bearer <token>`. Without a token, every operatio
 (including /health and the dashboard) answers only requests whose Host header is a \
 loopback name or address (localhost, localhost., *.localhost, 127.0.0.0/8, [::1], with or \
 without a port); any other Host, or none, gets 403 forbidden_host, so that a web page \
-cannot reach the API by DNS rebinding. No response carries a CORS permission \
+cannot reach the API by DNS rebinding. Without a token, a request with an Origin header \
+(which browsers add) must also come from a loopback origin, or it gets 403 forbidden_host \
+with header \"Origin\": a page of another site cannot make the API act. No response carries a CORS permission \
 (Access-Control-Allow-*).\n\n\
 An unknown path gets 404 not_found and a method a path does not answer gets 405 \
 method_not_allowed, both with an Error body. A request whose request line and headers \

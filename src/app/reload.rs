@@ -43,7 +43,9 @@ pub(super) async fn watch_acl_file(acl: AclControl) {
             // bad version keeps the rules in force and is reported once, until the
             // file changes again.
             last = now;
-            let _ = acl.reload("acl.file changed");
+            // Reading, parsing and re-judging the sessions: off the async workers.
+            let control = acl.clone();
+            let _ = tokio::task::spawn_blocking(move || control.reload("acl.file changed")).await;
         }
     }
 }

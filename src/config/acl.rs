@@ -310,6 +310,12 @@ fn add_groups(
         let key = format!("{prefix}acl.groups[{i}].name");
         if g.name.is_empty() {
             problems.push(Problem::new(key, "\"\"", "a group name"));
+        } else if let Some(m) = g.members.iter().position(String::is_empty) {
+            problems.push(Problem::new(
+                format!("{prefix}acl.groups[{i}].members[{m}]"),
+                "\"\"",
+                "a user name",
+            ));
         } else if groups.contains_key(&g.name) {
             problems.push(Problem::new(
                 key,
@@ -521,6 +527,15 @@ pub fn normalise_name(name: &str) -> Option<String> {
     (!name.is_empty()).then(|| name.to_ascii_lowercase())
 }
 
+/// Whether a name a client sent is a host name the rules can judge: letters,
+/// digits, `-` and `_` in dot-separated labels (one trailing dot allowed). Anything
+/// else is refused unlooked-up: the system resolver decodes escapes (`exampl\e.com`
+/// is looked up as `example.com`), so a name outside this form could reach what a
+/// name rule blocks.
+pub fn is_host_name(name: &str) -> bool {
+    valid_name(name.strip_suffix('.').unwrap_or(name))
+}
+
 fn valid_name(name: &str) -> bool {
     name.len() <= 253
         && name.split('.').all(|label| {
@@ -682,8 +697,15 @@ mod tests {
         );
         std::fs::write(&path, "[[acl.rules]]\naction = \"deny\"\n").unwrap();
         let problems = config.acl.load().unwrap_err();
+        assert_eq!(
+            problems[0].key,
+            format!("{}: acl.rules[0].action", path.display())
+        );
+        assert_eq!(problems[0].value, "\"deny\"");
+        std::fs::write(&path, "[[acl.rules]]\naction = \"block\"\nports = 22\n").unwrap();
+        let problems = config.acl.load().unwrap_err();
         assert_eq!(problems[0].key, "acl.file");
-        assert!(problems[0].expected.contains("deny"), "{:?}", problems[0]);
+        assert!(problems[0].expected.contains("ports"), "{:?}", problems[0]);
         std::fs::write(&path, "[acl]\ndefault_policy = \"block\"\n").unwrap();
         let problems = config.acl.load().unwrap_err();
         assert!(

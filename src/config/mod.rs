@@ -21,8 +21,8 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 pub use acl::{
-    mask4, mask6, normalise_name, parse_destination, parse_net, AclCommand, AclConfig, AclRules,
-    Action, Destination, Net, PortRange, Rule,
+    is_host_name, mask4, mask6, normalise_name, parse_destination, parse_net, AclCommand,
+    AclConfig, AclRules, Action, Destination, Net, PortRange, Rule,
 };
 pub use api::{ApiConfig, TelemetryConfig};
 pub use auth::{AuthConfig, Secret, SocksMethod, UserEntry};

@@ -265,3 +265,33 @@ fn the_login_back_off_ends_inside_the_handshake_deadline() {
         .iter()
         .any(|w| w.contains("auth.login_backoff_max_ms")));
 }
+
+#[test]
+fn access_rules_that_cannot_match_are_warned_about() {
+    let no_auth = Config::from_toml(
+        "[[acl.rules]]\naction = \"allow\"\nusers = [\"ops\"]\ndestinations = [\"10.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    assert!(
+        no_auth.warnings().iter().any(|w| w.contains("never match")),
+        "{:?}",
+        no_auth.warnings()
+    );
+    let misspelt = Config::from_toml(
+        "[auth]\nsocks_method = \"userpass\"\n[[auth.users]]\nusername = \"alice\"\npassword_hash = \"x\"\n\
+         [[acl.groups]]\nname = \"g\"\nmembers = [\"alcie\", \"alice\"]\n\
+         [[acl.rules]]\naction = \"block\"\nusers = [\"bob\"]\n",
+    )
+    .unwrap();
+    let warnings = misspelt.warnings();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| w.ends_with("not in auth.users: alcie, bob")),
+        "{warnings:?}"
+    );
+    let empty_member =
+        Config::from_toml("[[acl.groups]]\nname = \"g\"\nmembers = [\"a\", \"\"]\n").unwrap();
+    let problems = empty_member.acl.load().unwrap_err();
+    assert_eq!(problems[0].key, "acl.groups[0].members[1]");
+}

@@ -403,6 +403,37 @@ pub(super) fn warnings(config: &Config) -> Vec<String> {
         ));
     }
     let acl = &config.acl;
+    let named_users = acl
+        .rules
+        .iter()
+        .any(|r| r.users.is_some() || r.groups.is_some());
+    if auth.socks_method == SocksMethod::None && named_users {
+        out.push(
+            "access rules name users or groups, but auth.socks_method = \"none\": no client \
+             has a user, so those rules never match (a SOCKS4 user id is not trusted)"
+                .into(),
+        );
+    }
+    if auth.socks_method == SocksMethod::Userpass {
+        let known: HashSet<&str> = auth.users.iter().map(|u| u.username.as_str()).collect();
+        let named = acl
+            .rules
+            .iter()
+            .flat_map(|r| r.users.iter().flatten())
+            .chain(acl.groups.iter().flat_map(|g| g.members.iter()));
+        let mut unknown: Vec<&str> = named
+            .map(String::as_str)
+            .filter(|u| !known.contains(u))
+            .collect();
+        unknown.sort_unstable();
+        unknown.dedup();
+        if !unknown.is_empty() {
+            out.push(format!(
+                "access rules or groups name users that are not in auth.users: {}",
+                unknown.join(", ")
+            ));
+        }
+    }
     if !config.sessions.enabled && (!acl.rules.is_empty() || acl.file.is_some()) {
         out.push(
             "sessions.enabled = false: a reload of the access rules applies to new requests \

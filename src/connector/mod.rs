@@ -13,7 +13,7 @@ mod resolve;
 
 pub(crate) use dial::set_keepalive;
 pub use dial::{AddressCheck, ConnectError, DestinationCheck, Dialer, NoCheck, Refusal};
-pub use pool::{ConnectionPool, DestinationStats, PoolConfig, PoolStats, UpstreamConn};
+pub use pool::{ConnectionPool, DestinationStats, Lookup, PoolConfig, PoolStats, UpstreamConn};
 pub use resolve::resolve;
 
 use std::sync::Arc;
@@ -66,41 +66,50 @@ impl Connector {
         dest: &TargetAddr,
         check: &dyn DestinationCheck,
     ) -> Result<UpstreamConn, ConnectError> {
-        let refused = |refusal| ConnectError::Refused {
-            dest: dest.to_string(),
-            refusal,
-        };
-        let addrs = match dest {
+        match dest {
             TargetAddr::Ip(addr) => {
                 check
                     .check(dest, std::slice::from_ref(addr))
-                    .map_err(refused)?;
-                return self.open(dest, None).await;
+                    .map_err(|r| refused(dest, r))?;
+                self.open(dest).await
             }
             TargetAddr::Domain(..) if !check.needs_addresses() => {
-                check.check(dest, &[]).map_err(refused)?;
-                return self.open(dest, None).await;
+                check.check(dest, &[]).map_err(|r| refused(dest, r))?;
+                self.open(dest).await
             }
             TargetAddr::Domain(..) => {
-                check.check_name(dest).map_err(refused)?;
-                tokio::time::timeout(self.timeout, resolve(dest))
+                check.check_name(dest).map_err(|r| refused(dest, r))?;
+                // One deadline for the lookup and the dial together.
+                tokio::time::timeout(self.timeout, self.connect_checked(dest, check))
                     .await
                     .map_err(|_| ConnectError::Timeout {
                         dest: dest.to_string(),
                         after: self.timeout,
-                    })??
+                    })?
             }
-        };
-        check.check(dest, &addrs).map_err(refused)?;
-        let conn = self.open(dest, Some(&addrs)).await?;
-        if !conn.from_pool() {
-            return Ok(conn);
         }
-        // A pooled connection was dialled after an earlier resolution: its address
-        // must pass too, or a fresh dial goes to this resolution's addresses.
-        let peer = conn.stream().peer_addr();
-        match peer {
-            Ok(peer) if addrs.contains(&peer) || check.check(dest, &[peer]).is_ok() => Ok(conn),
+    }
+
+    /// A name whose addresses `check` judges: a pooled connection whose address
+    /// passes, else one resolution, judged whole, and a dial to its addresses.
+    async fn connect_checked(
+        &self,
+        dest: &TargetAddr,
+        check: &dyn DestinationCheck,
+    ) -> Result<UpstreamConn, ConnectError> {
+        // A pooled connection went to an address of an earlier resolution: it is
+        // judged by where it actually goes, so a hit needs no lookup.
+        let miss = match &self.pool {
+            Some(pool) => match pool.lookup(dest, |peer| check.check(dest, &[peer]).is_ok()) {
+                Lookup::Hit(conn) => return Ok(conn),
+                Lookup::Miss(miss) => Some(miss),
+            },
+            None => None,
+        };
+        let addrs = resolve(dest).await?;
+        check.check(dest, &addrs).map_err(|r| refused(dest, r))?;
+        match (&self.pool, miss) {
+            (Some(pool), Some(miss)) => pool.fill(dest, miss, Some(&addrs)).await,
             _ => self
                 .dialer
                 .dial_resolved(dest, &addrs)
@@ -109,21 +118,12 @@ impl Connector {
         }
     }
 
-    /// The pool's connection, or a dial (to `resolved` when given).
-    async fn open(
-        &self,
-        dest: &TargetAddr,
-        resolved: Option<&[std::net::SocketAddr]>,
-    ) -> Result<UpstreamConn, ConnectError> {
-        match (&self.pool, resolved) {
-            (Some(pool), _) => pool.checkout_to(dest, resolved).await,
+    /// The pool's connection, or a dial.
+    async fn open(&self, dest: &TargetAddr) -> Result<UpstreamConn, ConnectError> {
+        match &self.pool {
+            Some(pool) => pool.checkout(dest).await,
             // No pool: no lock, no allocation, just the dial.
-            (None, None) => self.dialer.dial(dest).await.map(UpstreamConn::direct),
-            (None, Some(addrs)) => self
-                .dialer
-                .dial_resolved(dest, addrs)
-                .await
-                .map(UpstreamConn::direct),
+            None => self.dialer.dial(dest).await.map(UpstreamConn::direct),
         }
     }
 
@@ -144,5 +144,12 @@ impl Connector {
         if let Some(pool) = &self.pool {
             pool.shutdown().await;
         }
+    }
+}
+
+fn refused(dest: &TargetAddr, refusal: Refusal) -> ConnectError {
+    ConnectError::Refused {
+        dest: dest.to_string(),
+        refusal,
     }
 }

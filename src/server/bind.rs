@@ -63,7 +63,8 @@ pub(super) async fn serve(r: Request<'_>) -> Outcome {
     drop(listener);
     // The peer is the destination of a BIND: the rules judge it like a CONNECT's.
     let check = r.check(AclCommand::Bind);
-    let verdict = check.verdict(&TargetAddr::Ip(from), &[from]);
+    let peer = TargetAddr::Ip(from);
+    let verdict = check.verdict(&peer, &[from]);
     if !verdict.allowed() {
         let _ = r.reply(ReplyCode::NotAllowed, None).await;
         return Outcome::Failed {
@@ -84,7 +85,7 @@ pub(super) async fn serve(r: Request<'_>) -> Outcome {
         resolved: Some(from),
         from_pool: false,
         keep_unused: false,
-        judged: Some((&check, TargetAddr::Ip(from))),
+        judged: Some((check, &peer)),
     };
     relay_recorded(&r, tunnel).await
 }

@@ -57,7 +57,7 @@ pub(super) async fn serve(r: Request<'_>) -> Outcome {
         },
         from_pool: upstream.from_pool(),
         keep_unused: upstream.is_recyclable(),
-        judged: Some((&check, r.req.dest.clone())),
+        judged: Some((check, &r.req.dest)),
     };
     let outcome = relay_recorded(&r, tunnel).await;
     if let Outcome::Ended {

@@ -4,6 +4,7 @@
 //! sides, never a FIN that would make a truncated stream look whole.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
@@ -26,21 +27,27 @@ pub(super) struct Tunnel<'a> {
     /// The check that let this tunnel through, and what it judged: judged again
     /// if the rules were reloaded before the session was registered (a reload
     /// re-judges only the sessions registered when it runs).
-    pub judged: Option<(&'a Check<'a>, TargetAddr)>,
+    /// Taken by value and dropped once used, so that a long tunnel does not keep
+    /// the rule set it was judged by alive.
+    pub judged: Option<(Check<'a>, &'a TargetAddr)>,
 }
 
 /// Relays `t` for `r`'s client as one recorded session; the outcome closes the record.
 pub(super) async fn relay_recorded(r: &Request<'_>, t: Tunnel<'_>) -> Outcome {
     let ctx = r.ctx;
     let session = r.open_session(t.resolved, t.from_pool);
-    if let (Some(session), Some((check, dest))) = (&session, &t.judged) {
-        if !check.is_current() {
-            let renewed = check.renewed();
-            let addrs: Vec<SocketAddr> = t.resolved.into_iter().collect();
-            let verdict = renewed.verdict(dest, &addrs);
-            if !verdict.allowed() {
-                session.cut(format!("acl: {}", renewed.refusal(&verdict).reason));
-            }
+    if let (Some(session), Some((check, dest))) = (&session, t.judged) {
+        if let Some(why) = blocked_since(check, dest, t.resolved) {
+            // Not a byte is relayed (not even what the client sent with its
+            // request): the destination is blocked now.
+            session.cut(format!("acl: {why}"));
+            reset_on_close(&r.client);
+            reset_on_close(t.other);
+            return Outcome::Ended {
+                bytes: Bytes::default(),
+                session: Some(Arc::clone(session)),
+                end: Ok(RelayEnd::Terminated),
+            };
         }
     }
     // Without session tracking the relay still counts, into counters of its own.
@@ -79,6 +86,24 @@ pub(super) async fn relay_recorded(r: &Request<'_>, t: Tunnel<'_>) -> Outcome {
         session,
         end,
     }
+}
+
+/// Why `dest` (connected at `resolved`) is blocked under rules reloaded since
+/// `check` judged it, if it is. Registration and a reload's walk over the live
+/// sessions can interleave; this closes the gap: a session registered after the
+/// walk sees the new rules here.
+fn blocked_since(
+    check: Check<'_>,
+    dest: &TargetAddr,
+    resolved: Option<SocketAddr>,
+) -> Option<String> {
+    if check.is_current() {
+        return None;
+    }
+    let renewed = check.renewed();
+    let addrs: Vec<SocketAddr> = resolved.into_iter().collect();
+    let verdict = renewed.verdict(dest, &addrs);
+    (!verdict.allowed()).then(|| renewed.refusal(&verdict).reason.into_owned())
 }
 
 /// Makes the socket's close send a reset (SO_LINGER 0) instead of a FIN.

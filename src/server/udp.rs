@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::conn::Request;
 use super::outcome::{Bytes, Outcome};
 use super::relay::RelayEnd;
-use crate::access::{Check, HeldPort, OwnAddresses, Verdict};
+use crate::access::{Access, Check, HeldPort, OwnAddresses, Verdict};
 use crate::config::AclCommand;
 use crate::connector::ConnectError;
 use crate::counters::Counters;
@@ -62,6 +62,8 @@ pub(super) async fn associate(r: Request<'_>) -> Outcome {
             },
         };
     }
+    let generation = acl.generation();
+    drop(acl);
     let opened = r.announce(UdpSocket::bind((local_ip, 0)).await, UdpSocket::local_addr);
     let (relay, bound) = match opened.await {
         Ok(socket) => socket,
@@ -83,7 +85,8 @@ pub(super) async fn associate(r: Request<'_>) -> Outcome {
         up_v6: None,
         peers: HashSet::new(),
         dns: HashMap::new(),
-        acl,
+        access: &ctx.access,
+        generation,
         decided: HashMap::new(),
         counters,
         metrics: &ctx.metrics,
@@ -121,10 +124,11 @@ struct Association<'a> {
     up_v6: Option<UdpSocket>,
     peers: HashSet<SocketAddr>,
     dns: HashMap<(String, u16), SocketAddr>,
-    /// The access check, with the rules in force when it was made.
-    acl: Check<'a>,
-    /// Decisions made with `acl`'s rules, per destination as the client wrote it
-    /// (bounded by MAX_PEERS; cleared when the rules are reloaded).
+    access: &'a Access,
+    /// The generation of the rules `decided` and `peers` were decided under.
+    generation: u64,
+    /// Decisions per destination as the client wrote it (bounded by MAX_PEERS;
+    /// cleared, with `peers`, when the rules are reloaded).
     decided: HashMap<TargetAddr, bool>,
     counters: &'a Counters,
     metrics: &'a Metrics,
@@ -156,7 +160,7 @@ pub(super) async fn closed(client: &TcpStream) {
     }
 }
 
-impl Association<'_> {
+impl<'a> Association<'a> {
     async fn run(
         &mut self,
         client: &TcpStream,
@@ -225,6 +229,11 @@ impl Association<'_> {
         };
         if header.frag != 0 {
             return self.drop_counted("fragmented");
+        }
+        self.rules_current();
+        // A name the rules block as a name is not looked up.
+        if matches!(header.dest, TargetAddr::Domain(..)) && self.name_blocked(&header.dest) {
+            return self.drop_counted("acl");
         }
         let Some(dest) = self.resolve(&header.dest).await else {
             return self.drop_counted("unresolved");
@@ -329,32 +338,73 @@ impl Association<'_> {
         Some(addr)
     }
 
+    /// Forgets what was decided under rules that have since been reloaded: the
+    /// next datagrams are judged by the new rules, and answers are taken only from
+    /// destinations sent to under them.
+    fn rules_current(&mut self) {
+        let generation = self.access.generation();
+        if generation != self.generation {
+            self.generation = generation;
+            self.decided.clear();
+            self.peers.clear();
+        }
+    }
+
+    /// A fresh check (with the rules in force now; not kept, so an association
+    /// does not hold on to old rule sets).
+    fn check(&self) -> Check<'a> {
+        self.access
+            .check(self.user, self.client_ip, AclCommand::Udp)
+    }
+
+    /// Whether a rule blocks the name `dest` whatever it resolves to.
+    fn name_blocked(&mut self, dest: &TargetAddr) -> bool {
+        if let Some(&allowed) = self.decided.get(dest) {
+            return !allowed;
+        }
+        let check = self.check();
+        match check.blocked_whatever_the_addresses(dest) {
+            Some(verdict) => {
+                self.blocked(dest, &check, &verdict);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Whether the access rules let the client send to `dest` (as written in the
     /// datagram), which resolved to `addr`. Decided once per destination while the
     /// rules stay the same; a block is reported when first decided.
     fn allowed(&mut self, dest: &TargetAddr, addr: SocketAddr) -> bool {
-        if !self.acl.is_current() {
-            self.acl = self.acl.renewed();
-            self.decided.clear();
-        }
         if let Some(&allowed) = self.decided.get(dest) {
             return allowed;
         }
-        let verdict = self.acl.verdict(dest, &[addr]);
+        let check = self.check();
+        let verdict = check.verdict(dest, &[addr]);
         // The proxy's own addresses are dropped (and counted) as such further on,
         // once the association's own sockets are known.
-        let allowed = verdict.allowed() || matches!(verdict, Verdict::Own(_));
-        if !allowed {
-            self.telemetry.emit(Signal::AclBlocked {
-                user: self.user.to_owned(),
-                destination: format!("{dest} (udp)"),
-                reason: self.acl.refusal(&verdict).reason.into_owned(),
-            });
+        if verdict.allowed() || matches!(verdict, Verdict::Own(_)) {
+            self.remember(dest, true);
+            return true;
         }
+        self.blocked(dest, &check, &verdict);
+        false
+    }
+
+    /// Reports a newly blocked destination and remembers the decision.
+    fn blocked(&mut self, dest: &TargetAddr, check: &Check<'_>, verdict: &Verdict) {
+        self.telemetry.emit(Signal::AclBlocked {
+            user: self.user.to_owned(),
+            destination: format!("{dest} (udp)"),
+            reason: check.refusal(verdict).reason.into_owned(),
+        });
+        self.remember(dest, false);
+    }
+
+    fn remember(&mut self, dest: &TargetAddr, allowed: bool) {
         if self.decided.len() < MAX_PEERS {
             self.decided.insert(dest.clone(), allowed);
         }
-        allowed
     }
 
     /// Whether `dest` reaches this association's own sockets or the proxy's listeners.

@@ -25,7 +25,7 @@ pub use reload::{recheck_sessions, AclControl, ReloadError, Reloaded};
 
 use super::guard::private_range;
 use super::own::OwnAddresses;
-use crate::config::{normalise_name, AclCommand, AclConfig, AclRules, Action};
+use crate::config::{is_host_name, normalise_name, AclCommand, AclConfig, AclRules, Action};
 use crate::connector::{DestinationCheck, Refusal};
 use crate::metrics::Metrics;
 use crate::protocol::TargetAddr;
@@ -38,6 +38,9 @@ pub struct Policy {
     /// `acl.block_private_destinations` after its default was applied.
     pub guard: bool,
     pub loaded_at: SystemTime,
+    /// Which load this is (0 at start-up, one more per reload): what a UDP
+    /// association compares to know its cached decisions are stale.
+    pub generation: u64,
 }
 
 /// What decided a request, with the guard and the proxy's own addresses.
@@ -52,6 +55,8 @@ pub enum Verdict {
     },
     /// One of the proxy's own listening addresses: never a destination.
     Own(SocketAddr),
+    /// A name that is not a host name (see `config::is_host_name`): never looked up.
+    BadName,
 }
 
 impl Verdict {
@@ -69,6 +74,7 @@ impl Policy {
             guard: acl.block_private_destinations.unwrap_or(!loopback_listener),
             acl,
             loaded_at: SystemTime::now(),
+            generation: 0,
         }
     }
 
@@ -86,6 +92,9 @@ impl Policy {
         dest: &TargetAddr,
         addrs: &[SocketAddr],
     ) -> Verdict {
+        if is_bad_name(dest) {
+            return Verdict::BadName;
+        }
         if let Some(&addr) = addrs.iter().find(|a| own.contains(**a)) {
             return Verdict::Own(addr);
         }
@@ -139,7 +148,18 @@ impl Policy {
             Verdict::Own(addr) => {
                 format!("block: {addr} is one of this proxy's own listening addresses")
             }
+            Verdict::BadName => "block: not a host name (letters, digits, '-', '_' and dots \
+                                 only); it is not looked up"
+                .to_owned(),
         }
+    }
+}
+
+/// A domain destination that is neither an address nor a host name.
+fn is_bad_name(dest: &TargetAddr) -> bool {
+    match dest {
+        TargetAddr::Domain(host, _) => host.parse::<IpAddr>().is_err() && !is_host_name(host),
+        TargetAddr::Ip(_) => false,
     }
 }
 
@@ -161,6 +181,7 @@ struct Decisions {
     block_default: Counter,
     block_private: Counter,
     block_own: Counter,
+    block_bad_name: Counter,
 }
 
 impl Decisions {
@@ -178,6 +199,7 @@ impl Decisions {
             block_default: get("block", "default"),
             block_private: get("block", "private_destination"),
             block_own: get("block", "own_address"),
+            block_bad_name: get("block", "invalid_name"),
         }
     }
 
@@ -189,6 +211,7 @@ impl Decisions {
             Verdict::Blocked(By::Default) => &self.block_default,
             Verdict::Private { .. } => &self.block_private,
             Verdict::Own(_) => &self.block_own,
+            Verdict::BadName => &self.block_bad_name,
         }
         .inc();
     }
@@ -236,6 +259,11 @@ impl Access {
         self.live.load_full()
     }
 
+    /// The generation of the rules in force (see `Policy::generation`).
+    pub fn generation(&self) -> u64 {
+        self.live.load().generation
+    }
+
     pub fn own(&self) -> &OwnAddresses {
         &self.own
     }
@@ -276,6 +304,11 @@ pub struct Check<'a> {
 }
 
 impl<'a> Check<'a> {
+    /// The generation of the rules this check decides with.
+    pub fn generation(&self) -> u64 {
+        self.policy.generation
+    }
+
     /// Whether the rules this check decides with are still the ones in force.
     pub fn is_current(&self) -> bool {
         Arc::ptr_eq(&self.access.live.load(), &self.policy)
@@ -305,6 +338,10 @@ impl<'a> Check<'a> {
     /// destination") on its own: no address it could resolve to would change it,
     /// since a block beats every allow. Counted when it blocks.
     pub fn blocked_whatever_the_addresses(&self, dest: &TargetAddr) -> Option<Verdict> {
+        if is_bad_name(dest) {
+            self.access.decisions.count(&Verdict::BadName);
+            return Some(Verdict::BadName);
+        }
         let q = self.query(dest.port());
         let name = match dest {
             TargetAddr::Domain(host, _) => Some(comparable_name(host)),

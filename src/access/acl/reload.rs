@@ -51,7 +51,10 @@ impl Access {
             None => self.started_with.clone(),
         };
         let rules = config.load().map_err(ConfigError::Invalid)?;
-        let policy = Arc::new(Policy::new(rules, self.loopback_listener));
+        let policy = Arc::new(Policy {
+            generation: self.live.load().generation + 1,
+            ..Policy::new(rules, self.loopback_listener)
+        });
         self.live.store(Arc::clone(&policy));
         Ok(policy)
     }

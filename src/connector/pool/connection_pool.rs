@@ -8,6 +8,7 @@
 //! by demand: each checkout that takes a connection dials a replacement, and a miss
 //! for a destination asked for recently dials one more.
 
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -92,6 +93,18 @@ impl Drop for Inner {
     }
 }
 
+/// A checkout that found nothing usable idle: what `fill` needs to dial for it.
+pub struct Miss {
+    shared: Arc<DestShared>,
+    recent_demand: bool,
+}
+
+/// The outcome of `lookup`.
+pub enum Lookup {
+    Hit(UpstreamConn),
+    Miss(Miss),
+}
+
 /// The outcome of looking for an idle connection.
 struct Taken {
     conn: Option<UpstreamConn>,
@@ -169,20 +182,56 @@ impl ConnectionPool {
         self.checkout_to(dest, None).await
     }
 
-    /// `checkout`, where a miss dials `resolved` (the addresses of `dest`, resolved
-    /// and checked by the caller) instead of resolving `dest` again.
+    /// `checkout`, where a miss, and the dials that keep the pool stocked, go to
+    /// `resolved` (the addresses of `dest`, resolved and checked by the caller)
+    /// instead of resolving `dest` again.
     pub async fn checkout_to(
         &self,
         dest: &TargetAddr,
-        resolved: Option<&[std::net::SocketAddr]>,
+        resolved: Option<&[SocketAddr]>,
     ) -> Result<UpstreamConn, ConnectError> {
-        let taken = self.take_idle(dest);
+        // No peer to judge: the hit path stays free of syscalls.
+        let taken = self.take_idle(dest, &mut |_| true);
         match (taken.conn, taken.shared) {
             (Some(conn), _) => {
-                self.inner.refill(dest, Refill::Replacement);
+                self.inner
+                    .refill(dest, Refill::Replacement, resolved.map(Arc::from));
                 Ok(conn)
             }
-            (None, Some(shared)) => self.miss(dest, resolved, shared, taken.recent_demand).await,
+            (None, Some(shared)) => {
+                let miss = Miss {
+                    shared,
+                    recent_demand: taken.recent_demand,
+                };
+                self.fill(dest, miss, resolved).await
+            }
+            (None, None) => {
+                unreachable!("take_idle returns the counters whenever it finds no connection")
+            }
+        }
+    }
+
+    /// The newest live idle connection to `dest` whose peer address passes
+    /// `accept` (those that do not are closed), or a `Miss` to `fill`. A hit
+    /// starts the dial of its replacement to the hit's own peer address, which
+    /// `accept` judged (a name is not resolved again behind the caller's back).
+    pub fn lookup(&self, dest: &TargetAddr, accept: impl Fn(SocketAddr) -> bool) -> Lookup {
+        let mut judged = None;
+        let taken = self.take_idle(dest, &mut |stream: &TcpStream| {
+            let peer = stream.peer_addr().ok();
+            judged = peer;
+            peer.is_some_and(&accept)
+        });
+        match (taken.conn, taken.shared) {
+            (Some(conn), _) => {
+                let to = judged.map(|p| Arc::<[SocketAddr]>::from([p]));
+                self.inner.refill(dest, Refill::Replacement, to);
+                Lookup::Hit(conn)
+            }
+            (None, Some(shared)) => Lookup::Miss(Miss {
+                shared,
+                recent_demand: taken.recent_demand,
+            }),
             (None, None) => {
                 unreachable!("take_idle returns the counters whenever it finds no connection")
             }
@@ -192,12 +241,12 @@ impl ConnectionPool {
     /// The newest live idle connection to `dest`, if there is one; never dials and
     /// starts no refill. Counts as demand for `dest` (a hit or a miss).
     pub fn checkout_idle(&self, dest: &TargetAddr) -> Option<UpstreamConn> {
-        self.take_idle(dest).conn
+        self.take_idle(dest, &mut |_| true).conn
     }
 
     /// Pops idle connections, newest first, until one is live. Expired and closed
     /// ones are counted and closed, outside the shard lock. A miss is counted here.
-    fn take_idle(&self, dest: &TargetAddr) -> Taken {
+    fn take_idle(&self, dest: &TargetAddr, accept: &mut dyn FnMut(&TcpStream) -> bool) -> Taken {
         let inner = &self.inner;
         let now = Instant::now();
         let mut recent_demand = None;
@@ -235,6 +284,10 @@ impl ConnectionPool {
                 bump(&shared.discarded_stale);
                 continue;
             }
+            // Dialled for an earlier resolution the caller's rules do not accept.
+            if !accept(&conn.stream) {
+                continue;
+            }
             let lease = Lease::new(dest.clone(), conn.since, shared);
             let conn = Some(UpstreamConn::leased(conn.stream, true, lease));
             return Taken {
@@ -245,18 +298,24 @@ impl ConnectionPool {
         }
     }
 
-    async fn miss(
+    /// Dials for a checkout that missed: to `resolved` (checked by the caller),
+    /// or to `dest` resolved now.
+    pub async fn fill(
         &self,
         dest: &TargetAddr,
-        resolved: Option<&[std::net::SocketAddr]>,
-        shared: Arc<DestShared>,
-        recent_demand: bool,
+        miss: Miss,
+        resolved: Option<&[SocketAddr]>,
     ) -> Result<UpstreamConn, ConnectError> {
+        let Miss {
+            shared,
+            recent_demand,
+        } = miss;
         // Grow now, not after this client's own dial: by then the spare would be a
         // round trip late for the clients arriving meanwhile. Only for a destination
         // asked for before: a one-off request must not leave a spare nobody uses.
         if recent_demand {
-            self.inner.refill(dest, Refill::Growth);
+            self.inner
+                .refill(dest, Refill::Growth, resolved.map(Arc::from));
         }
         let stream = match resolved {
             Some(addrs) => self.inner.dialer.dial_resolved(dest, addrs).await?,
@@ -335,7 +394,9 @@ impl Inner {
     }
 
     /// Starts a background dial for `dest` if the limits allow it.
-    fn refill(self: &Arc<Self>, dest: &TargetAddr, kind: Refill) {
+    /// `to`: the addresses to dial (checked by the checkout that asked); None
+    /// resolves `dest`.
+    fn refill(self: &Arc<Self>, dest: &TargetAddr, kind: Refill, to: Option<Arc<[SocketAddr]>>) {
         if self.is_closed() {
             return;
         }
@@ -368,7 +429,12 @@ impl Inner {
         let dest = dest.clone();
         self.tasks.spawn(async move {
             let result = tokio::select! {
-                r = dialer.dial(&dest) => Some(r),
+                r = async {
+                    match &to {
+                        Some(addrs) => dialer.dial_resolved(&dest, addrs).await,
+                        None => dialer.dial(&dest).await,
+                    }
+                } => Some(r),
                 () = cancel.cancelled() => None,
             };
             let Some(inner) = pool.upgrade() else { return };

@@ -14,5 +14,6 @@ mod store;
 mod tests;
 
 pub use connection_pool::{ConnectionPool, PoolConfig};
+pub use connection_pool::{Lookup, Miss};
 pub use lease::UpstreamConn;
 pub use stats::{DestinationStats, PoolStats};
