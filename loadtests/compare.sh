@@ -8,6 +8,9 @@
 #   loadtests/compare.sh sessions [ROUNDS]  RustSocks with session tracking off vs on
 #   loadtests/compare.sh pool [ROUNDS]      pool off vs on, target 5 ms away (needs root:
 #                                           scripts/netns-latency.sh sets up the round trip)
+#   loadtests/compare.sh acl [ROUNDS]       RustSocks with no access rules vs 1,000 rules that
+#                                           all pass the load (ACL_RULES=N for another count,
+#                                           0 for an A/A run); prints the ratio of the rates
 #
 # Installs microsocks and dante-server with apt-get when `peers` needs them.
 # BASELINE=PATH (a rustsocks binary built from an earlier commit) adds the variant
@@ -16,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-what=${1:?usage: loadtests/compare.sh peers|sessions [ROUNDS]}
+what=${1:?usage: loadtests/compare.sh peers|sessions|pool|acl [ROUNDS]}
 rounds=${2:-3}
 work=$(mktemp -d)
 pids=()
@@ -79,8 +82,74 @@ CONF
     echo $!
 }
 
+# acl_rules N: an [acl] section of N rules, none of which refuses the load
+# generator's CONNECTs (to 127.0.0.1, from 127.0.0.1, no authentication), so every
+# session is still decided by the matcher: rules that block other v4 and v6 address
+# blocks (prefix lengths /8 to /32 and /32 to /128), exact and wildcard names, a third of
+# them with a condition (users, groups, ports, commands, clients); `*` rules whose
+# condition these clients do not meet; and, last, the rule that allows the load:
+# 127.0.0.0/8 and ::1, found through the address index.
+acl_rules() {
+    awk -v n="$1" 'BEGIN {
+        srand(14)
+        print "[acl]\ndefault_policy = \"allow\""
+        print "[[acl.groups]]\nname = \"contractors\"\nmembers = [\"carol\", \"dave\"]"
+        split("8 12 16 16 20 24 24 24 28 32 32", v4, " ")
+        split("32 48 48 56 64 64 128", v6, " ")
+        for (i = 0; i < n - 1; i++) {
+            print "[[acl.rules]]\naction = \"block\""
+            if (i % 250 == 125) {
+                # A `*` rule: checked on every decision, matching none of the load.
+                any = int(i / 250) % 3
+                if (any < 1) print "users = [\"guest\"]"
+                else if (any < 2) print "clients = [\"192.0.2.0/24\", \"2001:db8::/32\"]"
+                else print "ports = [25, \"6660-6669\"]"
+                print "destinations = [\"*\"]"
+                continue
+            }
+            k = int(rand() * 100)
+            if (k < 40) {
+                len = v4[1 + int(rand() * 11)]
+                a = (11 + int(rand() * 90)) * 16777216 + int(rand() * 16777216)
+                m = 2 ^ (32 - len); a = int(a / m) * m
+                d = sprintf("%d.%d.%d.%d/%d", int(a / 16777216), int(a / 65536) % 256, int(a / 256) % 256, a % 256, len)
+            } else if (k < 55) {
+                len = v6[1 + int(rand() * 7)]
+                # Eight 16-bit groups under 2400::/8, host bits cleared.
+                d = ""
+                for (j = 1; j <= 8; j++) {
+                    v = j == 1 ? 9216 + int(rand() * 256) : int(rand() * 65536)
+                    bits = len - (j - 1) * 16
+                    if (bits <= 0) v = 0
+                    else if (bits < 16) v = int(v / 2 ^ (16 - bits)) * 2 ^ (16 - bits)
+                    d = d (j > 1 ? ":" : "") sprintf("%x", v)
+                }
+                d = d "/" len
+            } else if (k < 75) {
+                d = sprintf("host%d.corp%d.example", i, int(rand() * 50))
+            } else {
+                d = sprintf("*.svc%d.example.com", i)
+            }
+            print "destinations = [\"" d "\"]"
+            c = int(rand() * 15)
+            if (c == 0) print "users = [\"carol\"]"
+            else if (c == 1) print "groups = [\"contractors\"]"
+            else if (c == 2) print "ports = [22, 3389, \"8000-8999\"]"
+            else if (c == 3) print "commands = [\"bind\", \"udp\"]"
+            else if (c == 4) print "clients = [\"10." int(rand() * 256) ".0.0/16\"]"
+        }
+        print "[[acl.rules]]\naction = \"allow\"\ndestinations = [\"127.0.0.0/8\", \"::1\"]"
+        print "description = \"the targets of the load generator\""
+    }'
+}
+
 # variants: "label port pid" lines; a port of 0 means --direct.
 variants=()
+# ratio: "NUMERATOR DENOMINATOR" labels whose rates summarize.py also gives as a ratio.
+ratio=
+# alternate: run the variants in reverse order in even rounds (neither is always
+# the one that runs right after the other's TIME_WAIT sockets).
+alternate=false
 case $what in
     peers)
         p=$(start_rustsocks 21080 '[sessions]\nenabled = false'); pids+=("$p"); variants+=("rustsocks 21080 $p")
@@ -109,6 +178,18 @@ case $what in
         p=$(start_rustsocks 21102 "${off/21190/21192}\n[server.pool]\nenabled = true\nmax_idle_per_dest = 64\nmax_total_idle = 256"); pids+=("$p"); variants+=("pool-64 21102 $p 21192 10.203.0.2:7020")
         scenarios=("pool --concurrency 1 --count 500" "pool --concurrency 50 --count 3000")
         ;;
+    acl)
+        # The API is on in both, for the decision counters printed at the end.
+        off='[sessions]\nenabled = false\n[api]\nport = 21195'
+        p=$(start_rustsocks 21110 "$off"); pids+=("$p"); variants+=("acl-none 21110 $p 21195")
+        acl_n=${ACL_RULES:-1000}
+        # ACL_RULES=0: the second process has no rules either (an A/A run: the noise floor).
+        rules=''; [ "$acl_n" -gt 0 ] && rules="\n$(acl_rules "$acl_n")"
+        p=$(start_rustsocks 21111 "${off/21195/21196}$rules"); pids+=("$p"); variants+=("acl-$acl_n 21111 $p 21196")
+        scenarios=("rate --concurrency 50 --count 20000" "latency --count 5000")
+        ratio="acl-$acl_n acl-none"
+        alternate=true
+        ;;
     *) echo "unknown comparison: $what" >&2; exit 2 ;;
 esac
 for v in "${variants[@]}"; do
@@ -135,8 +216,12 @@ failures=0
 
 echo "==> $rounds round(s) of ${#scenarios[@]} scenario(s) x ${#variants[@]} variant(s); results in $out"
 for round in $(seq 1 "$rounds"); do
+    order=("${variants[@]}")
+    if $alternate && [ $((round % 2)) = 0 ]; then
+        order=(); for v in "${variants[@]}"; do order=("$v" "${order[@]}"); done
+    fi
     for scenario in "${scenarios[@]}"; do
-        for v in "${variants[@]}"; do
+        for v in "${order[@]}"; do
             read -r label port pid api target <<<"$v"
             args=(--label "$label")
             [ -n "${target:-}" ] && args+=(--target "$target")
@@ -173,7 +258,21 @@ for round in $(seq 1 "$rounds"); do
     done
 done
 
-python3 loadtests/summarize.py "$out"
+python3 loadtests/summarize.py "$out" ${ratio:+--ratio $ratio}
+if [ "$what" = acl ]; then
+    # What decided the sessions: every one by a rule with the rules loaded, by the
+    # default policy without (the API's Prometheus counters); and the proxy's CPU
+    # time (user + system, /proc/PID/stat) per 1,000 sessions over the whole run,
+    # which moves less than a rate with what else runs on the machine.
+    tick=$(getconf CLK_TCK)
+    for v in "${variants[@]}"; do
+        read -r label _ pid api _ <<<"$v"
+        decisions=$(curl -s "http://127.0.0.1:$api/metrics" | grep '^rustsocks_acl_decisions_total' | grep -v ' 0$')
+        total=$(awk '{ n += $NF } END { print n }' <<<"$decisions")
+        cpu=$(awk -v t="$tick" -v n="$total" '{ sub(/.*\) /, ""); printf "%.1f s, %.1f ms per 1,000 sessions", ($12 + $13) / t, n ? ($12 + $13) / t / n * 1e6 : 0 }' "/proc/$pid/stat")
+        echo "$label: $(tr '\n' ' ' <<<"$decisions"); CPU $cpu"
+    done
+fi
 if [ "$failures" -gt 0 ]; then
     echo "$failures run(s) failed; see the lines marked FAILED above" >&2
 fi

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Prints the median (min-max) of each figure per scenario and variant from
-rustsocks-bench JSON lines: loadtests/summarize.py loadtests/results/FILE.jsonl"""
+rustsocks-bench JSON lines: loadtests/summarize.py loadtests/results/FILE.jsonl
+
+With --ratio NUM DEN (two labels), also the ratio NUM / DEN of each scenario's first
+figure (sessions/s, MB/s or bytes/tunnel): of the medians, and round by round."""
 import json
 import statistics
 import sys
@@ -40,10 +43,29 @@ def figures(r):
     return {}
 
 
-def main(path):
+def ratios(records, num, den):
+    """NUM / DEN of each scenario's first figure: of the medians, and per round."""
+    by = {}
+    for r in records:
+        f = figures(r)
+        if f and r["label"] in (num, den):
+            name = next(iter(f))
+            by.setdefault((key(r), name), {}).setdefault(r["label"], {})[r.get("round")] = f[name]
+    for (k, name), labels in sorted(by.items()):
+        if num not in labels or den not in labels:
+            continue
+        a, b = labels[num], labels[den]
+        med = statistics.median(a.values()) / statistics.median(b.values())
+        rounds = [a[n] / b[n] for n in sorted(a, key=lambda n: n or 0) if n in b and b[n]]
+        per = ", ".join(f"{x:.3f}" for x in rounds)
+        print(f"{k:32} {num} / {den} {name}: {med:.3f} of the medians; by round {per}"
+              + (f" (median {statistics.median(rounds):.3f})" if rounds else ""))
+
+
+def main(path, ratio=None):
     groups = {}
-    for line in open(path):
-        r = json.loads(line)
+    records = [json.loads(line) for line in open(path)]
+    for r in records:
         groups.setdefault((key(r), r["label"]), []).append(figures(r))
     for (k, label), runs in sorted(groups.items()):
         parts = []
@@ -55,7 +77,15 @@ def main(path):
             med, lo, hi = (fmt.format(v) for v in (statistics.median(vals), min(vals), max(vals)))
             parts.append(f"{name} {med} ({lo}-{hi})")
         print(f"{k:32} {label:12} " + "; ".join(parts) + f"  [n={len(runs)}]")
+    if ratio:
+        ratios(records, *ratio)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    args = sys.argv[1:]
+    ratio = None
+    if "--ratio" in args:
+        at = args.index("--ratio")
+        ratio = args[at + 1:at + 3]
+        del args[at:at + 3]
+    main(args[0], ratio)
