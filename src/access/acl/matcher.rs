@@ -3,10 +3,11 @@
 //!
 //! Rules are indexed by destination: address blocks in a prefix table (one hash map
 //! per prefix length in use, probed longest first), exact names in a map, wildcard
-//! names (`*.example.com`) in a map of suffixes probed once per label of the name,
-//! and rules for every destination in a list of their own. Only the rules a lookup
-//! returns are checked against the rest of the request (user, client, port,
-//! command).
+//! names (`*.example.com`) in a map of suffixes probed for the label counts that
+//! occur among them, and rules for every destination by the user they name (with
+//! a list for those that name none). Only the rules a lookup returns are checked
+//! against the rest of the request (user, client, port, command); a long `clients`
+//! list is a sorted table of ranges searched by bisection.
 //!
 //! Semantics: a matching `block` beats any matching `allow`; otherwise a matching
 //! `allow` permits; otherwise the default policy. For a name, the name and every
@@ -50,7 +51,7 @@ struct Conditions {
     action: Action,
     /// The users named and the members of the groups named; None = everyone.
     users: Option<HashSet<Box<str>>>,
-    clients: Option<Vec<Net>>,
+    clients: Option<Clients>,
     ports: Option<Vec<PortRange>>,
     /// Bit per `AclCommand`.
     commands: u8,
@@ -72,10 +73,94 @@ impl Conditions {
                 .as_ref()
                 .is_none_or(|p| p.iter().any(|r| r.first <= q.port && q.port <= r.last))
             && self.users.as_ref().is_none_or(|u| u.contains(q.user))
-            && self
-                .clients
-                .as_ref()
-                .is_none_or(|c| c.iter().any(|n| n.contains(q.client)))
+            && self.clients.as_ref().is_none_or(|c| c.contains(q.client))
+    }
+}
+
+/// A rule's `clients`: a few blocks scanned, or many as sorted, merged ranges.
+#[derive(Debug)]
+enum Clients {
+    Few(Vec<Net>),
+    Many {
+        v4: Vec<(u32, u32)>,
+        v6: Vec<(u128, u128)>,
+    },
+}
+
+/// Up to this many blocks are scanned; more are bisected.
+const SCAN_CLIENTS: usize = 8;
+
+impl Clients {
+    fn new(nets: &[Net]) -> Self {
+        if nets.len() <= SCAN_CLIENTS {
+            return Clients::Few(nets.to_vec());
+        }
+        let (mut v4, mut v6) = (Vec::new(), Vec::new());
+        for net in nets {
+            match net.addr {
+                IpAddr::V4(a) => {
+                    let first = u32::from(a);
+                    let last = first | u32::MAX.checked_shr(u32::from(net.len)).unwrap_or(0);
+                    v4.push((first, last));
+                }
+                IpAddr::V6(a) => {
+                    let first = u128::from(a);
+                    let last = first | u128::MAX.checked_shr(u32::from(net.len)).unwrap_or(0);
+                    v6.push((first, last));
+                }
+            }
+        }
+        Clients::Many {
+            v4: merged(v4),
+            v6: merged(v6),
+        }
+    }
+
+    fn contains(&self, ip: IpAddr) -> bool {
+        match self {
+            Clients::Few(nets) => nets.iter().any(|n| n.contains(ip)),
+            Clients::Many { v4, v6 } => match ip.to_canonical() {
+                IpAddr::V4(a) => in_ranges(v4, u32::from(a)),
+                IpAddr::V6(a) => in_ranges(v6, u128::from(a)),
+            },
+        }
+    }
+}
+
+/// Sorted ranges with the overlapping and adjacent ones joined.
+fn merged<T: Ord + Copy + num_like::Step>(mut ranges: Vec<(T, T)>) -> Vec<(T, T)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(T, T)> = Vec::with_capacity(ranges.len());
+    for (first, last) in ranges {
+        match out.last_mut() {
+            Some(prev) if first <= prev.1.next_or_max() => prev.1 = prev.1.max(last),
+            _ => out.push((first, last)),
+        }
+    }
+    out
+}
+
+fn in_ranges<T: Ord + Copy>(ranges: &[(T, T)], x: T) -> bool {
+    let i = ranges.partition_point(|&(first, _)| first <= x);
+    i > 0 && x <= ranges[i - 1].1
+}
+
+mod num_like {
+    /// The next value, or the largest when there is none.
+    pub trait Step {
+        fn next_or_max(self) -> Self;
+    }
+
+    impl Step for u32 {
+        fn next_or_max(self) -> Self {
+            self.saturating_add(1)
+        }
+    }
+
+    impl Step for u128 {
+        fn next_or_max(self) -> Self {
+            self.saturating_add(1)
+        }
     }
 }
 
@@ -145,7 +230,12 @@ pub struct RuleSet {
     blocks: PrefixTable,
     names: HashMap<Box<str>, Vec<u32>>,
     below: HashMap<Box<str>, Vec<u32>>,
+    /// Rules for every destination that name users (and groups), by user.
+    any_by_user: HashMap<Box<str>, Vec<u32>>,
+    /// Rules for every destination that name no user.
     any: Vec<u32>,
+    /// Bit n: some wildcard key has n labels (a name has at most 127).
+    below_labels: u128,
 }
 
 impl RuleSet {
@@ -165,27 +255,45 @@ impl RuleSet {
                 let set = users.get_or_insert_default();
                 set.extend(members.map(|m| Box::<str>::from(m.as_str())));
             }
+            // A rule for every destination is found by the user it names.
+            let any_users: Option<Vec<Box<str>>> =
+                users.as_ref().map(|u| u.iter().cloned().collect());
             set.conditions.push(Conditions {
                 action: rule.action,
                 users,
-                clients: rule.clients.clone(),
+                clients: rule.clients.as_deref().map(Clients::new),
                 ports: rule.ports.clone(),
                 commands: rule
                     .commands
                     .as_ref()
                     .map_or(0b111, |c| c.iter().fold(0, |b, &c| b | bit(c))),
             });
+            let everywhere = rule
+                .destinations
+                .as_ref()
+                .is_none_or(|d| d.contains(&Destination::Any));
+            if everywhere {
+                match any_users {
+                    None => set.any.push(i),
+                    Some(users) => {
+                        for user in users {
+                            set.any_by_user.entry(user).or_default().push(i);
+                        }
+                    }
+                }
+            }
             match &rule.destinations {
-                None => set.any.push(i),
+                None => {}
                 Some(destinations) => {
                     for d in destinations {
                         match d {
-                            Destination::Any => set.any.push(i),
+                            Destination::Any => {}
                             Destination::Net(net) => set.blocks.insert(*net, i),
                             Destination::Name(n) => {
                                 set.names.entry(n.as_str().into()).or_default().push(i)
                             }
                             Destination::Below(n) => {
+                                set.below_labels |= 1 << n.split('.').count().min(127);
                                 set.below.entry(n.as_str().into()).or_default().push(i)
                             }
                         }
@@ -193,8 +301,6 @@ impl RuleSet {
                 }
             }
         }
-        // A rule listing `*` next to other destinations would be found twice.
-        set.any.dedup();
         set
     }
 
@@ -210,7 +316,8 @@ impl RuleSet {
         let mut block = None;
         // Rules for every destination: once, whatever the destination.
         let mut allow = None;
-        for &r in &self.any {
+        let for_user = self.any_by_user.get(q.user).into_iter().flatten();
+        for &r in self.any.iter().chain(for_user) {
             self.visit(q, r, &mut block, &mut allow);
         }
         if let Some(name) = name {
@@ -259,6 +366,7 @@ impl RuleSet {
     }
 
     /// Checks rule `r` against `q`: a match lowers `block` or `allow`.
+    #[inline]
     fn visit(&self, q: &Query<'_>, r: u32, block: &mut Option<u32>, allow: &mut Option<u32>) {
         let c = &self.conditions[r as usize];
         if c.matches(q) {
@@ -277,10 +385,15 @@ impl RuleSet {
         if self.below.is_empty() {
             return;
         }
+        // Probe only the suffixes with as many labels as some wildcard key has.
+        let mut labels = name.split('.').count();
         let mut rest = name;
         while let Some((_, parent)) = rest.split_once('.') {
-            if let Some(rules) = self.below.get(parent) {
-                rules.iter().for_each(|&r| f(r));
+            labels -= 1;
+            if self.below_labels & (1 << labels.min(127)) != 0 {
+                if let Some(rules) = self.below.get(parent) {
+                    rules.iter().for_each(|&r| f(r));
+                }
             }
             rest = parent;
         }

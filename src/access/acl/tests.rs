@@ -513,7 +513,34 @@ mod against_a_linear_scan {
         "other.example",
     ];
     const USERS: &[&str] = &["", "alice", "bob"];
-    const CLIENTS: &[&str] = &["127.0.0.1", "10.1.2.3", "::1"];
+    const CLIENT_NETS: &[&str] = &[
+        "127.0.0.0/8",
+        "127.0.0.1",
+        "127.0.0.2",
+        "10.0.0.0/8",
+        "10.1.2.0/24",
+        "10.1.2.3",
+        "10.1.2.4",
+        "192.0.2.0/24",
+        "0.0.0.0/1",
+        "::1",
+        "::/0",
+        "fc00::/7",
+        "::2",
+    ];
+    const CLIENTS: &[&str] = &[
+        "127.0.0.1",
+        "127.0.0.3",
+        "127.255.255.255",
+        "10.1.2.3",
+        "10.1.2.4",
+        "10.1.2.5",
+        "192.0.2.255",
+        "::1",
+        "::2",
+        "::3",
+        "200.1.1.1",
+    ];
     const COMMANDS: &[AclCommand] = &[AclCommand::Connect, AclCommand::Bind, AclCommand::Udp];
     const PORTS: &[u16] = &[22, 80, 85, 443];
 
@@ -532,7 +559,8 @@ mod against_a_linear_scan {
             any::<bool>(),
             subset(&["alice", "bob"]),
             proptest::option::of(Just(vec!["staff".to_owned()])),
-            subset(&["127.0.0.0/8", "10.0.0.0/8", "::1"]),
+            // Up to 12 entries: more than 8 are bisected, not scanned.
+            proptest::option::of(proptest::collection::vec(pick(CLIENT_NETS), 1..13)),
             subset(DESTS),
             subset(&[(22u16, 22u16), (80, 90), (443, 443)]),
             subset(COMMANDS),
