@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 
 use common::http::{get, post_json, request};
 use common::socks::{self, read_msg, read_until_closed, LIMIT};
+use common::udp::{self, datagram};
 use common::{config, metric, upstream, Proxy, TempDir};
 use rustsocks::protocol::socks5::{Command, Reply, ReplyCode, Request};
-use rustsocks::protocol::udp::UdpHeader;
 use rustsocks::protocol::{Encode, TargetAddr};
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -632,46 +632,17 @@ description = "alice is on leave"
 // ---------------------------------------------------------------------------------
 // UDP and BIND.
 
-/// A UDP echo server on 127.0.0.1.
-async fn udp_echo() -> SocketAddr {
-    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let addr = s.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_536];
-        while let Ok((n, from)) = s.recv_from(&mut buf).await {
-            let _ = s.send_to(&buf[..n], from).await;
-        }
-    });
-    addr
-}
-
-fn datagram(dest: TargetAddr, payload: &[u8]) -> Vec<u8> {
-    let mut d = Vec::new();
-    UdpHeader { frag: 0, dest }.encode(&mut d);
-    d.extend_from_slice(payload);
-    d
-}
-
-/// Sends `payload` to `dest` through the relay; the answer, if one comes within
-/// `wait`.
-async fn udp_round_trip(
+/// The payload of the answer to a round trip through the relay, if one came.
+async fn round_trip_payload(
     client: &UdpSocket,
     relay: SocketAddr,
     dest: TargetAddr,
     payload: &[u8],
     wait: Duration,
 ) -> Option<Vec<u8>> {
-    client
-        .send_to(&datagram(dest, payload), relay)
+    udp::round_trip(client, relay, dest, payload, wait)
         .await
-        .unwrap();
-    let mut buf = vec![0u8; 65_536];
-    let (n, _) = tokio::time::timeout(wait, client.recv_from(&mut buf))
-        .await
-        .ok()?
-        .unwrap();
-    let (_, body) = UdpHeader::decode(&buf[..n]).expect("a well-formed header");
-    Some(body.to_vec())
+        .map(|(_, body)| body)
 }
 
 /// Whether `target` received a datagram within a short wait.
@@ -687,7 +658,7 @@ async fn received(target: &UdpSocket) -> bool {
 /// reload applies to the association's next datagram.
 #[tokio::test]
 async fn udp_datagrams_to_blocked_destinations_are_dropped() {
-    let echo = udp_echo().await;
+    let echo = udp::echo([127, 0, 0, 1].into()).await;
     let target = UdpSocket::bind("127.0.0.1:0").await.unwrap();
     let blocked = target.local_addr().unwrap();
     let rules = |port: u16| {
@@ -715,12 +686,12 @@ async fn udp_datagrams_to_blocked_destinations_are_dropped() {
     let by_name = TargetAddr::Domain("localhost".into(), blocked.port());
     for dest in [blocked.into(), by_name] {
         assert_eq!(
-            udp_round_trip(&client, relay, dest, b"blocked", short).await,
+            round_trip_payload(&client, relay, dest, b"blocked", short).await,
             None
         );
     }
     assert!(!received(&target).await, "a blocked datagram was sent");
-    let echoed = udp_round_trip(&client, relay, echo.into(), b"allowed", LIMIT).await;
+    let echoed = round_trip_payload(&client, relay, echo.into(), b"allowed", LIMIT).await;
     assert_eq!(echoed.as_deref(), Some(&b"allowed"[..]));
     let text = metrics(&proxy).await;
     assert_eq!(
@@ -735,7 +706,7 @@ async fn udp_datagrams_to_blocked_destinations_are_dropped() {
     let reload = request(proxy.api.unwrap(), "POST", "/api/acl/reload", None).await;
     assert_eq!(reload.status, 200, "{}", reload.text());
     assert_eq!(
-        udp_round_trip(&client, relay, echo.into(), b"now blocked", short).await,
+        round_trip_payload(&client, relay, echo.into(), b"now blocked", short).await,
         None
     );
     client

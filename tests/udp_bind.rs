@@ -7,25 +7,12 @@ use std::time::Duration;
 
 use common::http::get;
 use common::socks::{self, read_msg, read_until_closed, LIMIT};
+use common::udp::{datagram, echo as udp_echo, round_trip};
 use common::{config, metric, Proxy};
 use rustsocks::protocol::socks5::{Command, Reply, ReplyCode};
-use rustsocks::protocol::udp::UdpHeader;
 use rustsocks::protocol::TargetAddr;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream, UdpSocket};
-
-/// A UDP echo server on `ip`.
-async fn udp_echo(ip: IpAddr) -> SocketAddr {
-    let s = UdpSocket::bind((ip, 0)).await.unwrap();
-    let addr = s.local_addr().unwrap();
-    tokio::spawn(async move {
-        let mut buf = vec![0u8; 65_536];
-        while let Ok((n, from)) = s.recv_from(&mut buf).await {
-            let _ = s.send_to(&buf[..n], from).await;
-        }
-    });
-    addr
-}
 
 /// Opens an association: returns the control connection and the relay address.
 async fn associate(proxy: SocketAddr) -> (TcpStream, SocketAddr) {
@@ -51,37 +38,6 @@ async fn bind_request(proxy: SocketAddr, peer: SocketAddr) -> (TcpStream, Socket
         panic!("BIND reported {:?}, not an IP address", first.bind)
     };
     (control, listening)
-}
-
-fn datagram(dest: TargetAddr, payload: &[u8]) -> Vec<u8> {
-    let mut d = Vec::new();
-    UdpHeader { frag: 0, dest }.encode(&mut d);
-    d.extend_from_slice(payload);
-    d
-}
-
-/// Sends `payload` to `dest` through the relay and returns the answer's sender
-/// and payload, or None if nothing came back within `wait`.
-async fn round_trip(
-    client: &UdpSocket,
-    relay: SocketAddr,
-    dest: TargetAddr,
-    payload: &[u8],
-    wait: Duration,
-) -> Option<(TargetAddr, Vec<u8>)> {
-    client
-        .send_to(&datagram(dest, payload), relay)
-        .await
-        .unwrap();
-    let mut buf = vec![0u8; 65_536];
-    let (n, from) = tokio::time::timeout(wait, client.recv_from(&mut buf))
-        .await
-        .ok()?
-        .unwrap();
-    assert_eq!(from, relay, "answers come from the relay socket");
-    let (header, body) = UdpHeader::decode(&buf[..n]).expect("a well-formed header");
-    assert_eq!(header.frag, 0);
-    Some((header.dest, body.to_vec()))
 }
 
 async fn echo_sizes(proxy: SocketAddr, ip: IpAddr, sizes: &[usize]) {

@@ -6,6 +6,7 @@ pub mod fault_net;
 pub mod http;
 pub mod schema;
 pub mod socks;
+pub mod udp;
 pub mod upstream;
 
 use std::io::{BufRead, BufReader};

@@ -386,16 +386,17 @@ impl RuleSet {
             return;
         }
         // Probe only the suffixes with as many labels as some wildcard key has.
-        let mut labels = name.split('.').count();
-        let mut rest = name;
-        while let Some((_, parent)) = rest.split_once('.') {
+        let mut labels = 1 + name.bytes().filter(|&b| b == b'.').count();
+        for (i, b) in name.bytes().enumerate() {
+            if b != b'.' {
+                continue;
+            }
             labels -= 1;
             if self.below_labels & (1 << labels.min(127)) != 0 {
-                if let Some(rules) = self.below.get(parent) {
+                if let Some(rules) = self.below.get(&name[i + 1..]) {
                     rules.iter().for_each(|&r| f(r));
                 }
             }
-            rest = parent;
         }
     }
 }
