@@ -21,8 +21,8 @@ use crate::access::{Access, AclControl, OwnAddresses};
 use crate::api::{self, ApiDeps};
 use crate::auth::{self, AuthError, Authenticator};
 use crate::config::{Config, ConfigError};
-use crate::connector::{ConnectionPool, Connector};
-use crate::metrics::Metrics;
+use crate::connector::{ConnectionPool, Connector, Resolver};
+use crate::metrics::{Metrics, Phases};
 use crate::server::{self, Context, ShutdownReport};
 use crate::session::{Sessions, StoreError};
 use crate::telemetry::{Signal, Telemetry};
@@ -83,13 +83,21 @@ impl App {
         };
         let own = OwnAddresses::new([Some(socks_addr), api_addr].into_iter().flatten())
             .with_address(config.server.external_address);
+        let (resolver, fallback) = Resolver::new(&config.dns);
+        if let Some(message) = fallback {
+            tracing::warn!("{message}");
+            telemetry.emit(Signal::ConfigWarning { message });
+        }
+        let phases = Phases::new();
         let connector = Connector::new(
             &config.server.pool,
             config.server.tcp_keepalive(),
             Arc::new(own.clone()),
+            resolver,
+            &phases,
             &telemetry,
         );
-        let metrics = Arc::new(Metrics::new(connector.pool().cloned()));
+        let metrics = Arc::new(Metrics::new(connector.pool().cloned(), &phases));
         let access = Arc::new(Access::new(
             &config.acl,
             acl_rules,
@@ -115,6 +123,7 @@ impl App {
             access: Arc::clone(&access),
             sessions: sessions.clone(),
             telemetry: telemetry.clone(),
+            resolver: connector.resolver().untimed(),
         };
         let ctx = Context {
             auth,

@@ -60,6 +60,44 @@ fn connect_histogram() -> Histogram {
     Histogram::new(exponential_buckets(0.000_01, 2.0, 22))
 }
 
+/// Time spent in each phase of getting an upstream connection:
+/// `upstream_phase_seconds{phase="resolve"|"dial"}`. Made before the connector (which
+/// observes them) and registered by `Metrics::new`.
+#[derive(Clone)]
+pub struct Phases {
+    family: HistogramFamily,
+    /// Looking a name up (the cache or the system resolver); none for an address.
+    pub resolve: Histogram,
+    /// Connecting to the addresses, from the first attempt to the one that answered.
+    pub dial: Histogram,
+}
+
+impl Phases {
+    pub fn new() -> Self {
+        let family: HistogramFamily = Family::new_with_constructor(connect_histogram);
+        // One statement each (see `Metrics::new`).
+        let resolve = family.get_or_create(&[("phase", "resolve")]).clone();
+        let dial = family.get_or_create(&[("phase", "dial")]).clone();
+        Self {
+            family,
+            resolve,
+            dial,
+        }
+    }
+}
+
+impl Default for Phases {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for Phases {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Phases").finish_non_exhaustive()
+    }
+}
+
 pub struct Metrics {
     registry: Registry,
     pub connections_accepted: Counter,
@@ -108,7 +146,7 @@ impl fmt::Debug for Metrics {
 }
 
 impl Metrics {
-    pub fn new(pool: Option<ConnectionPool>) -> Self {
+    pub fn new(pool: Option<ConnectionPool>, phases: &Phases) -> Self {
         let mut registry = Registry::with_prefix("rustsocks");
         let relay_bytes: Family<Label, Counter> = Family::default();
         let connect_seconds: HistogramFamily = Family::new_with_constructor(connect_histogram);
@@ -188,6 +226,12 @@ impl Metrics {
             "Time to get an upstream connection, by source (pool_hit or new_dial)",
             Unit::Seconds,
             connect_seconds,
+        );
+        registry.register_with_unit(
+            "upstream_phase",
+            "Time in each phase of getting an upstream connection: resolve (names only), dial",
+            Unit::Seconds,
+            phases.family.clone(),
         );
         registry.register(
             "upstream_connect_failures",

@@ -92,6 +92,8 @@ async fn disabled_pool_dials_every_time_and_keeps_nothing() {
         &PoolSection::default(),
         None,
         std::sync::Arc::new(rustsocks::access::OwnAddresses::default()),
+        rustsocks::connector::Resolver::default(),
+        &rustsocks::metrics::Phases::new(),
         &Telemetry::start(&rustsocks::config::TelemetryConfig::default()),
     );
     assert!(connector.pool().is_none());

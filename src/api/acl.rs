@@ -202,7 +202,12 @@ pub async fn test(
     let (addrs, resolve_error) = match &dest {
         TargetAddr::Ip(a) => (vec![*a], None),
         TargetAddr::Domain(..) => {
-            match tokio::time::timeout(RESOLVE_TIMEOUT, crate::connector::resolve(&dest)).await {
+            match tokio::time::timeout(
+                RESOLVE_TIMEOUT,
+                state.inner.deps.acl.resolver.resolve(&dest),
+            )
+            .await
+            {
                 // A datagram goes to the first address only, and only it is judged.
                 Ok(Ok(mut addrs)) if command == AclCommand::Udp => {
                     addrs.truncate(1);

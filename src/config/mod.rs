@@ -9,6 +9,7 @@
 mod acl;
 mod api;
 mod auth;
+mod dns;
 mod files;
 mod logging;
 mod ports;
@@ -26,6 +27,7 @@ pub use acl::{
 };
 pub use api::{ApiConfig, TelemetryConfig};
 pub use auth::{AuthConfig, Secret, SocksMethod, UserEntry};
+pub use dns::{DnsConfig, ResolverKind};
 pub use logging::{LogFormat, LogLevel, LoggingConfig};
 pub use ports::PortsUnchecked;
 pub use server::{PoolSection, ServerConfig};
@@ -42,6 +44,7 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub logging: LoggingConfig,
     pub acl: AclConfig,
+    pub dns: DnsConfig,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -295,3 +295,16 @@ fn access_rules_that_cannot_match_are_warned_about() {
     let problems = empty_member.acl.load().unwrap_err();
     assert_eq!(problems[0].key, "acl.groups[0].members[1]");
 }
+
+#[test]
+fn dns_defaults_and_limits() {
+    let config = Config::from_toml("").unwrap();
+    assert_eq!(config.dns.resolver, ResolverKind::Cached);
+    assert_eq!(config.dns.cache_size, 4096);
+    assert_eq!(config.dns.max_ttl_secs, 300);
+    assert_eq!(config.dns.negative_ttl_secs, 5);
+    let err = Config::from_toml("[dns]\nresolver = \"bind9\"\n").unwrap_err();
+    assert!(err.contains("bind9") && err.contains("resolver"), "{err}");
+    let keys = invalid_keys("[dns]\ncache_size = 2000000\nmax_ttl_secs = 90000\n");
+    assert_eq!(keys, ["dns.cache_size", "dns.max_ttl_secs"]);
+}

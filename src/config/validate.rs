@@ -138,7 +138,13 @@ fn limit_problems(config: &Config, out: &mut Vec<Problem>) {
         &config.sessions,
         &config.telemetry,
     );
-    let limits: [(&str, u64, u64); 21] = [
+    let d = &config.dns;
+    let limits: [(&str, u64, u64); 24] = [
+        // Entries are allocated as answers come; a bound keeps a flood of unique
+        // names from growing the cache without end.
+        ("dns.cache_size", d.cache_size as u64, 1_000_000),
+        ("dns.max_ttl_secs", d.max_ttl_secs, 86_400),
+        ("dns.negative_ttl_secs", d.negative_ttl_secs, 3_600),
         // A hold-back longer than an hour only locks out the address's real users.
         (
             "auth.login_backoff_ms",

@@ -14,12 +14,13 @@ mod resolve;
 pub(crate) use dial::set_keepalive;
 pub use dial::{AddressCheck, ConnectError, DestinationCheck, Dialer, NoCheck, Refusal};
 pub use pool::{ConnectionPool, DestinationStats, Lookup, PoolConfig, PoolStats, UpstreamConn};
-pub use resolve::resolve;
+pub use resolve::{resolve, Resolver};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::PoolSection;
+use crate::metrics::Phases;
 use crate::protocol::TargetAddr;
 use crate::telemetry::Telemetry;
 
@@ -39,10 +40,14 @@ impl Connector {
         config: &PoolSection,
         tcp_keepalive: Option<Duration>,
         check: Arc<dyn AddressCheck>,
+        resolver: Resolver,
+        phases: &Phases,
         telemetry: &Telemetry,
     ) -> Self {
         let dialer = Dialer::new(config.connect_timeout())
             .with_keepalive(tcp_keepalive)
+            .with_resolver(resolver.timed(phases.resolve.clone()))
+            .timed(phases.dial.clone())
             .checking(check);
         let pool = config.enabled.then(|| {
             let pool_config = PoolConfig {
@@ -106,7 +111,7 @@ impl Connector {
             },
             None => None,
         };
-        let addrs = resolve(dest).await?;
+        let addrs = self.dialer.resolver().resolve(dest).await?;
         check.check(dest, &addrs).map_err(|r| refused(dest, r))?;
         match (&self.pool, miss) {
             (Some(pool), Some(miss)) => pool.fill(dest, miss, Some(&addrs)).await,
@@ -133,6 +138,11 @@ impl Connector {
         if let Some(pool) = &self.pool {
             pool.recycle(conn);
         }
+    }
+
+    /// The resolver the connector looks names up with (shared: one cache).
+    pub fn resolver(&self) -> &Resolver {
+        self.dialer.resolver()
     }
 
     pub fn pool(&self) -> Option<&ConnectionPool> {

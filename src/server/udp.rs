@@ -26,7 +26,7 @@ use super::outcome::{Bytes, Outcome};
 use super::relay::RelayEnd;
 use crate::access::{Access, Check, HeldPort, OwnAddresses, Verdict};
 use crate::config::AclCommand;
-use crate::connector::ConnectError;
+use crate::connector::{ConnectError, Resolver};
 use crate::counters::Counters;
 use crate::metrics::Metrics;
 use crate::protocol::socks5::ReplyCode;
@@ -86,6 +86,7 @@ pub(super) async fn associate(r: Request<'_>) -> Outcome {
         peers: HashSet::new(),
         dns: HashMap::new(),
         access: &ctx.access,
+        resolver: ctx.connector.resolver(),
         generation,
         decided: HashMap::new(),
         counters,
@@ -125,6 +126,7 @@ struct Association<'a> {
     peers: HashSet<SocketAddr>,
     dns: HashMap<(String, u16), SocketAddr>,
     access: &'a Access,
+    resolver: &'a Resolver,
     /// The generation of the rules `decided` and `peers` were decided under.
     generation: u64,
     /// Decisions per destination as the client wrote it (bounded by MAX_PEERS;
@@ -326,12 +328,8 @@ impl<'a> Association<'a> {
         if let Some(addr) = self.dns.get(&(host.clone(), port)) {
             return Some(*addr);
         }
-        let found = tokio::time::timeout(
-            RESOLVE_TIMEOUT,
-            tokio::net::lookup_host((host.as_str(), port)),
-        )
-        .await;
-        let addr = found.ok()?.ok()?.next()?;
+        let found = tokio::time::timeout(RESOLVE_TIMEOUT, self.resolver.resolve(dest)).await;
+        let addr = *found.ok()?.ok()?.first()?;
         if self.dns.len() < MAX_PEERS {
             self.dns.insert((host, port), addr);
         }

@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use super::{Access, Policy, Query};
 use crate::config::{AclCommand, Config, ConfigError};
+use crate::connector::Resolver;
 use crate::protocol::TargetAddr;
 use crate::session::Sessions;
 use crate::telemetry::{Signal, Telemetry};
@@ -67,6 +68,8 @@ pub struct AclControl {
     pub access: Arc<Access>,
     pub sessions: Option<Arc<Sessions>>,
     pub telemetry: Telemetry,
+    /// The resolver requests use, for `POST /api/acl/test`.
+    pub resolver: Resolver,
 }
 
 impl AclControl {
