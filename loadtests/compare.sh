@@ -3,8 +3,15 @@
 # rounds so every variant sees the same machine conditions, and prints medians with
 # min-max. Loopback only. Results (JSON lines) go to loadtests/results/.
 #
-#   loadtests/compare.sh peers [ROUNDS]     RustSocks (default, and 1 worker thread) vs --direct
-#                                           vs microsocks vs Dante
+#   loadtests/compare.sh peers [ROUNDS]     RustSocks shipped (embedded defaults), lean (sessions
+#                                           and API off) and shipped with 1 worker thread vs
+#                                           microsocks vs Dante vs HAProxy (plain TCP forwarder,
+#                                           no SOCKS) vs --direct
+#   loadtests/compare.sh names [ROUNDS]     shipped RustSocks, CONNECT by IPv4 address vs by the
+#                                           name "localhost"; prints the ratio domain / ipv4
+#   loadtests/compare.sh targets [ROUNDS]   targets inside the load generator vs standalone
+#                                           ones (`rustsocks-bench target`), for lean RustSocks
+#                                           and --direct: what the choice of target costs
 #   loadtests/compare.sh sessions [ROUNDS]  RustSocks with session tracking off vs on
 #   loadtests/compare.sh pool [ROUNDS]      pool off vs on, target 5 ms away (needs root:
 #                                           scripts/netns-latency.sh sets up the round trip)
@@ -12,14 +19,14 @@
 #                                           all pass the load (ACL_RULES=N for another count,
 #                                           0 for an A/A run); prints the ratio of the rates
 #
-# Installs microsocks and dante-server with apt-get when `peers` needs them.
+# Installs microsocks, dante-server and haproxy with apt-get when `peers` needs them.
 # BASELINE=PATH (a rustsocks binary built from an earlier commit) adds the variant
-# "rustsocks-before" to `peers`, with the same configuration: a before/after of a
+# "rustsocks-before" to `peers`, with the shipped configuration: a before/after of a
 # change in one interleaved run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-what=${1:?usage: loadtests/compare.sh peers|sessions|pool|acl [ROUNDS]}
+what=${1:?usage: loadtests/compare.sh peers|names|targets|sessions|pool|acl [ROUNDS]}
 rounds=${2:-3}
 work=$(mktemp -d)
 pids=()
@@ -36,14 +43,19 @@ cargo build --release --quiet --bin rustsocks --bin rustsocks-bench
 bench=target/release/rustsocks-bench
 mkdir -p loadtests/results
 out="loadtests/results/$(date -u +%Y%m%dT%H%M%SZ)-$what.jsonl"
+# The commit measured, copied into every JSON line ("+dirty": the code differs from
+# it; "unknown": not a git work tree, an exported copy, say).
+rev=$(git rev-parse --short=12 HEAD 2>/dev/null) || rev=unknown
+[ "$rev" = unknown ] || git diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || rev="$rev+dirty"
 
-# Waits (at most 10 s) until something listens on 127.0.0.1:$1.
+# wait_port PORT [HOST]: waits (at most 10 s) until something listens on
+# HOST:PORT (127.0.0.1 unless given).
 wait_port() {
     for _ in $(seq 1 200); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        (exec 3<>"/dev/tcp/${2:-127.0.0.1}/$1") 2>/dev/null && return 0
         sleep 0.05
     done
-    echo "nothing listens on port $1" >&2
+    echo "nothing listens on ${2:-127.0.0.1} port $1" >&2
     return 1
 }
 
@@ -59,14 +71,70 @@ start_rustsocks() {
     echo $!
 }
 
+# start_shipped PORT API_PORT [SERVER_KEYS] [BINARY]: RustSocks as it runs with no
+# configuration file (the embedded defaults that config/rustsocks.toml lists), but
+# for its ports: session tracking on, with its SQLite history in its own directory
+# under $work (the default relative database_url); the management API on, on
+# API_PORT instead of 9090 so that several run side by side; logging at info (a
+# successful session logs nothing). Prints its pid.
+start_shipped() {
+    local port=$1 api=$2 server_keys=${3:-} binary=${4:-$PWD/target/release/rustsocks} dir="$work/rs-$1"
+    mkdir -p "$dir"
+    printf '[server]\nbind_port = %s\n%b\n[api]\nport = %s\n' "$port" "$server_keys" "$api" >"$dir/rustsocks.toml"
+    (cd "$dir" && exec "$binary" --config rustsocks.toml >/dev/null 2>"$dir/log") &
+    echo $!
+}
+
+# with_target [both]: starts a standalone `rustsocks-bench target` (echo, sink and
+# source on three consecutive ports, the next free ones from 21400) and sets $tgt to
+# its echo address, for a variant's --target. With `both`, a second one listens on the
+# same ports on ::1, so that a CONNECT to "localhost" reaches a target whichever
+# address the proxy's resolver gives first (getaddrinfo with this machine's
+# /etc/hosts: 127.0.0.1 only; a resolver that also answers ::1 for localhost, dialled
+# IPv6 first, would otherwise pay a refused dial per session). Not in a subshell: it
+# keeps the port count.
+next_target=21400
+v6_targets=()
+with_target() {
+    local base=$next_target
+    next_target=$((base + 3))
+    "$bench" target --bind "127.0.0.1:$base" >/dev/null 2>"$work/target-$base.log" &
+    pids+=("$!")
+    if [ "${1:-}" = both ]; then
+        "$bench" target --bind "[::1]:$base" >/dev/null 2>"$work/target-$base-v6.log" &
+        pids+=("$!")
+        v6_targets+=("$base")
+    fi
+    tgt="127.0.0.1:$base"
+}
+
+# start_haproxy PORT TARGET_PORT: HAProxy in `mode tcp`, a plain forwarder (no SOCKS):
+# PORT, PORT+1 and PORT+2 forward to TARGET_PORT, +1 and +2 (echo, sink, source of a
+# standalone target). Two threads (like RustSocks' default of one per CPU on 2 cores),
+# room for the 2,000 tunnels of `idle`, no logging, no splicing. Prints its pid (the
+# one process: -db keeps it in the foreground, not a master and a worker).
+start_haproxy() {
+    [ -x /usr/sbin/haproxy ] || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy >/dev/null; }
+    local conf="$work/haproxy-$1.cfg" i
+    {
+        printf 'global\n    maxconn 4096\n    nbthread 2\n'
+        printf 'defaults\n    mode tcp\n    maxconn 4096\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n'
+        for i in 0 1 2; do
+            printf 'listen fwd%s\n    bind 127.0.0.1:%s\n    server target%s 127.0.0.1:%s\n' "$i" $(($1 + i)) "$i" $(($2 + i))
+        done
+    } >"$conf"
+    /usr/sbin/haproxy -db -f "$conf" >/dev/null 2>"$work/haproxy-$1.log" &
+    echo $!
+}
+
 start_microsocks() {
-    command -v microsocks >/dev/null || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq microsocks >/dev/null; }
+    command -v microsocks >/dev/null || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq microsocks >/dev/null; }
     microsocks -i 127.0.0.1 -p "$1" >/dev/null 2>&1 &
     echo $!
 }
 
 start_dante() {
-    command -v danted >/dev/null || [ -x /usr/sbin/danted ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dante-server >/dev/null; }
+    command -v danted >/dev/null || [ -x /usr/sbin/danted ] || { apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dante-server >/dev/null; }
     cat >"$work/danted.conf" <<CONF
 logoutput: /dev/null
 internal: 127.0.0.1 port = $1
@@ -143,25 +211,69 @@ acl_rules() {
     }'
 }
 
-# variants: "label port pid" lines; a port of 0 means --direct.
+# variants: "label port pid api target extra..." lines: port 0 means --direct; api
+# is the RustSocks management API's port (for `pool` and the counters of `acl`);
+# target is --target (a standalone target's echo address); extra, the rest of the
+# line, are more options for the load generator (`--dest domain`). A "-" (or
+# nothing, at the end) for none of api and target.
 variants=()
 # ratio: "NUMERATOR DENOMINATOR" labels whose rates summarize.py also gives as a ratio.
 ratio=
 # alternate: run the variants in reverse order in even rounds (neither is always
 # the one that runs right after the other's TIME_WAIT sockets).
 alternate=false
+# haproxy_target: the standalone target behind the `haproxy` variant (its fresh
+# processes for `idle` forward there too).
+haproxy_target=
 case $what in
     peers)
-        p=$(start_rustsocks 21080 '[sessions]\nenabled = false'); pids+=("$p"); variants+=("rustsocks 21080 $p")
-        p=$(start_rustsocks 21083 '[sessions]\nenabled = false' 'worker_threads = 1'); pids+=("$p"); variants+=("rustsocks-1thread 21083 $p")
+        # Every variant has a standalone target of its own (see loadtests/MANUAL.md,
+        # "Which target"): HAProxy cannot reach the load generator's own targets,
+        # whose ports change with every run, and a target shared by all would make
+        # each variant's connects step over the previous variant's TIME_WAIT sockets.
+        with_target; p=$(start_shipped 21080 21180); pids+=("$p"); variants+=("rustsocks 21080 $p 21180 $tgt")
+        with_target; p=$(start_rustsocks 21085 '[sessions]\nenabled = false'); pids+=("$p"); variants+=("rustsocks-lean 21085 $p - $tgt")
+        with_target; p=$(start_shipped 21083 21183 'worker_threads = 1'); pids+=("$p"); variants+=("rustsocks-1thread 21083 $p 21183 $tgt")
         if [ -n "${BASELINE:-}" ]; then
-            p=$(start_rustsocks 21084 '[sessions]\nenabled = false' '' "$(realpath "$BASELINE")"); pids+=("$p"); variants+=("rustsocks-before 21084 $p")
+            with_target; p=$(start_shipped 21084 21184 '' "$(realpath "$BASELINE")"); pids+=("$p"); variants+=("rustsocks-before 21084 $p 21184 $tgt")
         fi
-        p=$(start_microsocks 21081); pids+=("$p"); variants+=("microsocks 21081 $p")
-        p=$(start_dante 21082); pids+=("$p"); variants+=("dante 21082 $p")
-        variants+=("direct 0 0")
+        with_target; p=$(start_microsocks 21081); pids+=("$p"); variants+=("microsocks 21081 $p - $tgt")
+        with_target; p=$(start_dante 21082); pids+=("$p"); variants+=("dante 21082 $p - $tgt")
+        # HAProxy: the load generator goes --direct to HAProxy's frontends, which
+        # forward to the standalone target: a connection through a forwarder, no SOCKS.
+        with_target; haproxy_target=${tgt##*:}
+        p=$(start_haproxy 21086 "$haproxy_target"); pids+=("$p"); variants+=("haproxy 0 $p - 127.0.0.1:21086")
+        with_target; variants+=("direct 0 0 - $tgt")
         scenarios=("latency --count 5000" "rate --concurrency 50 --count 20000" "rate --concurrency 200 --count 20000"
                    "throughput --streams 1 --secs 3" "throughput --streams 8 --secs 3" "idle --tunnels 2000")
+        ratio="rustsocks haproxy"
+        ;;
+    names)
+        # One shipped process, two variants: the same process answers both kinds of
+        # CONNECT, so the ratio has no process-to-process difference in it (an A/A
+        # run of two identical processes differed by +-5 %, see `acl`); the order
+        # alternates, and each variant has its own standalone target, the domain
+        # variant's on 127.0.0.1 and ::1 (see with_target).
+        p=$(start_shipped 21120 21121); pids+=("$p")
+        with_target; variants+=("dest-ipv4 21120 $p 21121 $tgt --dest ipv4")
+        with_target both; variants+=("dest-domain 21120 $p 21121 $tgt --dest domain")
+        scenarios=("latency --count 5000" "rate --concurrency 50 --count 20000")
+        ratio="dest-domain dest-ipv4"
+        alternate=true
+        ;;
+    targets)
+        # The same lean RustSocks process and --direct, each with the load
+        # generator's own targets (inside its process, new ports every run) and with
+        # a standalone target (another process, fixed ports).
+        p=$(start_rustsocks 21130 '[sessions]\nenabled = false'); pids+=("$p")
+        variants+=("lean-embedded 21130 $p - -")
+        with_target; variants+=("lean-standalone 21130 $p - $tgt")
+        variants+=("direct-embedded 0 0 - -")
+        with_target; variants+=("direct-standalone 0 0 - $tgt")
+        scenarios=("latency --count 5000" "rate --concurrency 50 --count 20000" "rate --concurrency 200 --count 20000"
+                   "throughput --streams 1 --secs 3" "throughput --streams 8 --secs 3")
+        ratio="lean-standalone lean-embedded"
+        alternate=true
         ;;
     sessions)
         p=$(start_rustsocks 21090 '[sessions]\nenabled = false'); pids+=("$p"); variants+=("sessions-off 21090 $p")
@@ -192,29 +304,38 @@ case $what in
         ;;
     *) echo "unknown comparison: $what" >&2; exit 2 ;;
 esac
+# Everything must listen before the first run: proxies, APIs, HAProxy's frontends
+# and the standalone targets. Otherwise the logs say why, and the comparison stops.
 for v in "${variants[@]}"; do
-    read -r _ port _ api _ <<<"$v"
-    [ "$port" = 0 ] || wait_port "$port"
-    [ -z "${api:-}" ] || wait_port "$api"
+    read -r _ port _ api target _ <<<"$v"
+    for p in "$port" "$api" "${target:+${target#127.0.0.1:}}"; do
+        [[ $p =~ ^[1-9][0-9]*$ ]] || continue
+        wait_port "$p" || { tail -n 5 "$work"/*.log "$work"/rs-*/log >&2 2>/dev/null; exit 1; }
+    done
 done
+[ -z "$haproxy_target" ] || wait_port "$haproxy_target"
+for p in "${v6_targets[@]}"; do wait_port "$p" ::1; done
 
-# start_fresh LABEL PORT: a new process of variant LABEL on PORT; prints its pid.
-# `idle` measures memory growth from a baseline, so each run needs a process that
-# has not already grown for an earlier round's tunnels (measured: microsocks read
-# 11.8 KB per tunnel from a fresh process and 5.3 KB from a reused one).
+# start_fresh LABEL PORT [TARGET_PORT]: a new process of variant LABEL on PORT (an
+# API, if any, on PORT+1; HAProxy on PORT..PORT+2, forwarding to TARGET_PORT..+2);
+# prints its pid. `idle` measures memory growth from a baseline, so each run needs a
+# process that has not already grown for an earlier round's tunnels (measured:
+# microsocks read 11.8 KB per tunnel from a fresh process and 5.3 KB from a reused one).
 start_fresh() {
     case $1 in
-        rustsocks) start_rustsocks "$2" '[sessions]\nenabled = false' ;;
-        rustsocks-1thread) start_rustsocks "$2" '[sessions]\nenabled = false' 'worker_threads = 1' ;;
-        rustsocks-before) start_rustsocks "$2" '[sessions]\nenabled = false' '' "$(realpath "$BASELINE")" ;;
+        rustsocks) start_shipped "$2" $(($2 + 1)) ;;
+        rustsocks-lean) start_rustsocks "$2" '[sessions]\nenabled = false' ;;
+        rustsocks-1thread) start_shipped "$2" $(($2 + 1)) 'worker_threads = 1' ;;
+        rustsocks-before) start_shipped "$2" $(($2 + 1)) '' "$(realpath "$BASELINE")" ;;
         microsocks) start_microsocks "$2" ;;
+        haproxy) start_haproxy "$2" "$3" ;;
         *) echo "no fresh start for $1" >&2; return 1 ;;
     esac
 }
 fresh_port=21300
 failures=0
 
-echo "==> $rounds round(s) of ${#scenarios[@]} scenario(s) x ${#variants[@]} variant(s); results in $out"
+echo "==> $rounds round(s) of ${#scenarios[@]} scenario(s) x ${#variants[@]} variant(s) at commit $rev; results in $out"
 for round in $(seq 1 "$rounds"); do
     order=("${variants[@]}")
     if $alternate && [ $((round % 2)) = 0 ]; then
@@ -222,24 +343,32 @@ for round in $(seq 1 "$rounds"); do
     fi
     for scenario in "${scenarios[@]}"; do
         for v in "${order[@]}"; do
-            read -r label port pid api target <<<"$v"
+            read -r label port pid api target extra <<<"$v"
+            [ "$api" = - ] && api=
+            [ "$target" = - ] && target=
             args=(--label "$label")
-            [ -n "${target:-}" ] && args+=(--target "$target")
+            [ -n "$target" ] && args+=(--target "$target")
             if [ "$port" = 0 ]; then args+=(--direct); else args+=(--proxy "127.0.0.1:$port"); fi
+            # shellcheck disable=SC2206 # extra is a list of options, split on spaces
+            args+=($extra)
             if [[ $scenario == pool* ]]; then
                 scenario_args=($scenario --api "127.0.0.1:$api")
             elif [[ $scenario == idle* ]]; then
-                [ "$port" = 0 ] && continue
+                [ "$label" = direct ] && continue
                 # Dante forks per client; its parent's memory is not the whole story.
                 [ "$label" = dante ] && continue
-                fresh_port=$((fresh_port + 1))
-                if ! pid=$(start_fresh "$label" "$fresh_port") || ! wait_port "$fresh_port"; then
+                fresh_port=$((fresh_port + 3))
+                if ! pid=$(start_fresh "$label" "$fresh_port" "$haproxy_target") || ! wait_port "$fresh_port"; then
                     echo "  FAILED ($label $scenario): no fresh process on port $fresh_port" >&2
                     failures=$((failures + 1))
                     continue
                 fi
                 pids+=("$pid")
-                args=(--label "$label" --proxy "127.0.0.1:$fresh_port")
+                if [ "$label" = haproxy ]; then
+                    args=(--label "$label" --direct --target "127.0.0.1:$fresh_port")
+                else
+                    args=(--label "$label" --proxy "127.0.0.1:$fresh_port" ${target:+--target "$target"})
+                fi
                 scenario_args=($scenario --pid "$pid")
             else
                 scenario_args=($scenario)
@@ -251,7 +380,7 @@ for round in $(seq 1 "$rounds"); do
                 echo "  FAILED ($label ${scenario_args[*]}): $(tail -n 1 "$log")" >&2
                 failures=$((failures + 1))
             else
-                sed "s/}\$/,\"round\":$round,\"command\":\"${scenario%% *}\"}/" "$work/line" >>"$out"
+                sed "s/}\$/,\"round\":$round,\"command\":\"${scenario%% *}\",\"commit\":\"$rev\"}/" "$work/line" >>"$out"
             fi
             if [[ $scenario == idle* ]]; then kill "$pid" 2>/dev/null || true; fi
         done

@@ -3,7 +3,8 @@
 rustsocks-bench JSON lines: loadtests/summarize.py loadtests/results/FILE.jsonl
 
 With --ratio NUM DEN (two labels), also the ratio NUM / DEN of each scenario's first
-figure (sessions/s, MB/s or bytes/tunnel): of the medians, and round by round."""
+figure (sessions/s, MB/s or bytes/tunnel) and, for sessions, of the CONNECT-to-reply
+p50: of the medians, and round by round."""
 import json
 import statistics
 import sys
@@ -43,15 +44,23 @@ def figures(r):
     return {}
 
 
+# Figures given as ratios besides each scenario's first: where a proxy's connect
+# path (resolving a name, say) shows even when the rate is bound by something else.
+RATIO_ALSO = ("connect p50 us",)
+
+
 def ratios(records, num, den):
-    """NUM / DEN of each scenario's first figure: of the medians, and per round."""
+    """NUM / DEN of each scenario's first figure (and of RATIO_ALSO): of the
+    medians, and per round."""
     by = {}
     for r in records:
         f = figures(r)
         if f and r["label"] in (num, den):
-            name = next(iter(f))
-            by.setdefault((key(r), name), {}).setdefault(r["label"], {})[r.get("round")] = f[name]
-    for (k, name), labels in sorted(by.items()):
+            # A --direct run's "CONNECT-to-reply" is a bare TCP connect: no ratio of it.
+            also = [n for n in RATIO_ALSO if f.get(n) is not None and r.get("proxy")]
+            for name in [next(iter(f))] + also:
+                by.setdefault((key(r), name), {}).setdefault(r["label"], {})[r.get("round")] = f[name]
+    for (k, name), labels in sorted(by.items(), key=lambda kv: (kv[0][0], kv[0][1] in RATIO_ALSO)):
         if num not in labels or den not in labels:
             continue
         a, b = labels[num], labels[den]
@@ -76,7 +85,7 @@ def main(path, ratio=None):
             fmt = "{:,.1f}" if name.endswith("%") else "{:,.0f}"
             med, lo, hi = (fmt.format(v) for v in (statistics.median(vals), min(vals), max(vals)))
             parts.append(f"{name} {med} ({lo}-{hi})")
-        print(f"{k:32} {label:12} " + "; ".join(parts) + f"  [n={len(runs)}]")
+        print(f"{k:32} {label:17} " + "; ".join(parts) + f"  [n={len(runs)}]")
     if ratio:
         ratios(records, *ratio)
 
