@@ -261,37 +261,57 @@ fn interleave(addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
     }
 }
 
-/// Races connects to `order`: one more starts each time one fails or
-/// `ATTEMPT_DELAY` passes; the first success wins.
+/// Races connects to `order` (two or more addresses): one more starts each time
+/// one fails or `ATTEMPT_DELAY` passes; the first success wins. The first attempt
+/// runs in the caller's task, so when it answers in time no task is spawned.
 async fn race(order: Vec<SocketAddr>) -> Result<TcpStream, ConnectError> {
-    let mut attempts = tokio::task::JoinSet::new();
     let mut pending = order.into_iter();
-    let mut last_error = None;
+    let Some(first_addr) = pending.next() else {
+        return Err(ConnectError::NoAddress {
+            host: String::new(),
+        });
+    };
+    let first = TcpStream::connect(first_addr);
+    tokio::pin!(first);
+    let mut first_done = false;
+    let mut attempts = tokio::task::JoinSet::new();
     let start = |attempts: &mut tokio::task::JoinSet<_>, addr: SocketAddr| {
         attempts.spawn(async move { (addr, TcpStream::connect(addr).await) });
     };
-    if let Some(first) = pending.next() {
-        start(&mut attempts, first);
-    }
+    let mut last_error = None;
     loop {
         let more = pending.len() > 0;
+        if first_done && attempts.is_empty() && !more {
+            break;
+        }
         tokio::select! {
-            done = attempts.join_next() => match done {
+            r = &mut first, if !first_done => {
+                first_done = true;
+                match r {
+                    Ok(stream) => return Ok(stream),
+                    Err(source) => {
+                        last_error = Some(ConnectError::Connect { addr: first_addr, source });
+                        // A failure starts the next attempt at once.
+                        if let Some(next) = pending.next() {
+                            start(&mut attempts, next);
+                        }
+                    }
+                }
+            }
+            done = attempts.join_next(), if !attempts.is_empty() => match done {
                 Some(Ok((_, Ok(stream)))) => return Ok(stream),
                 Some(Ok((addr, Err(source)))) => {
                     last_error = Some(ConnectError::Connect { addr, source });
-                    // A failure starts the next attempt at once.
                     if let Some(next) = pending.next() {
                         start(&mut attempts, next);
                     }
                 }
                 // A task that panicked or was cancelled: as if it failed.
-                Some(Err(_)) => {
+                Some(Err(_)) | None => {
                     if let Some(next) = pending.next() {
                         start(&mut attempts, next);
                     }
                 }
-                None => break,
             },
             () = tokio::time::sleep(ATTEMPT_DELAY), if more => {
                 if let Some(next) = pending.next() {
@@ -489,5 +509,30 @@ mod happy_eyeballs {
         .expect("the dial waited on the address that does not answer")
         .unwrap();
         assert_eq!(dialled.peer_addr().unwrap(), order[1]);
+    }
+
+    /// Every address refuses: the answer is a connect error (the last), at once.
+    #[tokio::test]
+    async fn when_every_address_refuses_the_last_error_is_the_answer() {
+        let closed: Vec<SocketAddr> = (0..3)
+            .map(|_| {
+                std::net::TcpListener::bind("127.0.0.1:0")
+                    .unwrap()
+                    .local_addr()
+                    .unwrap()
+            })
+            .collect();
+        let dialer = Dialer::new(Duration::from_secs(120));
+        let err = tokio::time::timeout(
+            Duration::from_secs(30),
+            dialer.dial_resolved(&TargetAddr::Ip(closed[0]), &closed),
+        )
+        .await
+        .expect("refusals are answered at once")
+        .unwrap_err();
+        let ConnectError::Connect { source, .. } = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!(source.kind(), io::ErrorKind::ConnectionRefused);
     }
 }

@@ -7,6 +7,7 @@
 //! `UpstreamConn`, or a `ConnectError` saying what went wrong; which SOCKS reply
 //! that means is the server's business.
 
+mod answers;
 mod dial;
 pub mod pool;
 mod resolve;

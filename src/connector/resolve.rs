@@ -10,13 +10,14 @@
 //! every lookup (which follows `/etc/nsswitch.conf`: LDAP, mDNS and such).
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
 use hickory_resolver::config::{LookupIpStrategy, ResolveHosts};
 use hickory_resolver::TokioResolver;
 use prometheus_client::metrics::histogram::Histogram;
 
+use super::answers::Answers;
 use super::ConnectError;
 use crate::config::{DnsConfig, ResolverKind};
 use crate::protocol::TargetAddr;
@@ -26,6 +27,8 @@ use crate::protocol::TargetAddr;
 pub struct Resolver {
     /// None: the system resolver.
     cached: Option<Arc<TokioResolver>>,
+    /// Valid answers of `cached`, looked up first.
+    answers: Option<Arc<Answers>>,
     /// Where the time of each lookup is observed, when metrics are kept.
     timing: Option<Histogram>,
 }
@@ -71,6 +74,7 @@ impl Resolver {
         (
             Self {
                 cached: Some(Arc::new(builder.build())),
+                answers: Some(Arc::new(Answers::new(config.cache_size, config.max_ttl()))),
                 timing: None,
             },
             None,
@@ -118,16 +122,28 @@ impl Resolver {
                     source,
                 })?
                 .collect(),
-            Some(resolver) => match resolver.lookup_ip(host).await {
-                Ok(found) => found.iter().map(|ip| SocketAddr::new(ip, port)).collect(),
-                Err(e) if e.is_no_records_found() || e.is_nx_domain() => Vec::new(),
-                Err(e) => {
-                    return Err(ConnectError::Resolve {
-                        host: host.to_owned(),
-                        source: io::Error::other(e.to_string()),
-                    })
+            Some(resolver) => {
+                let now = std::time::Instant::now();
+                if let Some(ips) = self.answers.as_ref().and_then(|a| a.get(host, now)) {
+                    return Ok(ips.iter().map(|&ip| SocketAddr::new(ip, port)).collect());
                 }
-            },
+                match resolver.lookup_ip(host).await {
+                    Ok(found) => {
+                        let ips: Arc<[IpAddr]> = found.iter().collect();
+                        if let (Some(answers), false) = (&self.answers, ips.is_empty()) {
+                            answers.put(host, Arc::clone(&ips), found.valid_until(), now);
+                        }
+                        ips.iter().map(|&ip| SocketAddr::new(ip, port)).collect()
+                    }
+                    Err(e) if e.is_no_records_found() || e.is_nx_domain() => Vec::new(),
+                    Err(e) => {
+                        return Err(ConnectError::Resolve {
+                            host: host.to_owned(),
+                            source: io::Error::other(e.to_string()),
+                        })
+                    }
+                }
+            }
         };
         if addrs.is_empty() {
             return Err(ConnectError::NoAddress {
