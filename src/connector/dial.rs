@@ -143,8 +143,9 @@ impl Dialer {
                 // Its own one address: no lookup, no allocation.
                 TargetAddr::Ip(addr) => self.connect_first(std::slice::from_ref(addr)).await,
                 TargetAddr::Domain(..) => {
-                    self.connect_first(&self.resolver.resolve(dest).await?)
-                        .await
+                    // Boxed, as in `Connector::connect`: the lookup's state is large.
+                    let addrs = Box::pin(self.resolver.resolve(dest)).await?;
+                    self.connect_first(&addrs).await
                 }
             }
         };
@@ -228,7 +229,8 @@ impl Dialer {
                     source,
                 }),
             },
-            _ => match race(interleave(allowed)).await {
+            // Boxed: the race's state would size every connection's task.
+            _ => match Box::pin(race(interleave(allowed))).await {
                 Ok(stream) => return Ok(stream),
                 Err(e) => Some(e),
             },

@@ -85,13 +85,18 @@ impl Connector {
             }
             TargetAddr::Domain(..) => {
                 check.check_name(dest).map_err(|r| refused(dest, r))?;
-                // One deadline for the lookup and the dial together.
-                tokio::time::timeout(self.timeout, self.connect_checked(dest, check))
-                    .await
-                    .map_err(|_| ConnectError::Timeout {
-                        dest: dest.to_string(),
-                        after: self.timeout,
-                    })?
+                // One deadline for the lookup and the dial together. Boxed: a lookup's
+                // state is large, and every connection's task would otherwise be
+                // sized for it (idle tunnels included).
+                Box::pin(tokio::time::timeout(
+                    self.timeout,
+                    self.connect_checked(dest, check),
+                ))
+                .await
+                .map_err(|_| ConnectError::Timeout {
+                    dest: dest.to_string(),
+                    after: self.timeout,
+                })?
             }
         }
     }
