@@ -13,6 +13,7 @@
 #                                           ones (`rustsocks-bench target`), for lean RustSocks
 #                                           and --direct: what the choice of target costs
 #   loadtests/compare.sh sessions [ROUNDS]  RustSocks with session tracking off vs on
+#                                           (BASELINE=PATH adds sessions-on-before)
 #   loadtests/compare.sh pool [ROUNDS]      pool off vs on, target 5 ms away (needs root:
 #                                           scripts/netns-latency.sh sets up the round trip)
 #   loadtests/compare.sh acl [ROUNDS]       RustSocks with no access rules vs 1,000 rules that
@@ -278,6 +279,10 @@ case $what in
     sessions)
         p=$(start_rustsocks 21090 '[sessions]\nenabled = false'); pids+=("$p"); variants+=("sessions-off 21090 $p")
         p=$(start_rustsocks 21091 "[sessions]\\nenabled = true\\ndatabase_url = \"sqlite://$work/sessions.db\""); pids+=("$p"); variants+=("sessions-on 21091 $p")
+        if [ -n "${BASELINE:-}" ]; then
+            # The same configuration on an earlier build: a before/after in one run.
+            p=$(start_rustsocks 21092 "[sessions]\\nenabled = true\\ndatabase_url = \"sqlite://$work/sessions-before.db\"" '' "$(realpath "$BASELINE")"); pids+=("$p"); variants+=("sessions-on-before 21092 $p")
+        fi
         scenarios=("latency --count 5000" "rate --concurrency 50 --count 20000" "throughput --streams 1 --secs 3")
         ;;
     pool)
