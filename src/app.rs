@@ -63,8 +63,7 @@ impl App {
         config: Config,
         config_file: Option<PathBuf>,
     ) -> Result<Running, StartError> {
-        config.validate()?;
-        let acl_rules = config.acl.load().map_err(ConfigError::Invalid)?;
+        let acl_rules = config.validated_acl()?;
         let api_token = config.api_token()?;
         let auth = Authenticator::new(&config.auth, config.login_backoff_limit())?;
         let telemetry = Telemetry::start(&config.telemetry);

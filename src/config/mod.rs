@@ -95,11 +95,15 @@ impl Config {
 
     /// Checks values that the types alone cannot, returning every problem at once.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let problems = validate::problems(self);
-        if problems.is_empty() {
-            Ok(())
-        } else {
-            Err(ConfigError::Invalid(problems))
+        self.validated_acl().map(drop)
+    }
+
+    /// `validate`, returning the access rules it loaded on the way (so that
+    /// start-up reads `acl.file` once).
+    pub fn validated_acl(&self) -> Result<AclRules, ConfigError> {
+        match validate::problems(self) {
+            (problems, Some(acl)) if problems.is_empty() => Ok(acl),
+            (problems, _) => Err(ConfigError::Invalid(problems)),
         }
     }
 

@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::net::IpAddr;
 
-use super::{Config, SocksMethod};
+use super::{AclRules, Config, SocksMethod};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -39,7 +39,9 @@ impl fmt::Display for Problem {
     }
 }
 
-pub(super) fn problems(config: &Config) -> Vec<Problem> {
+/// Every problem of `config`, and its access rules when they are valid (loading
+/// them reads `acl.file`: done once, here, for both).
+pub(super) fn problems(config: &Config) -> (Vec<Problem>, Option<AclRules>) {
     let mut out = Vec::new();
     let s = &config.server;
     let at_least_one = [
@@ -110,10 +112,8 @@ pub(super) fn problems(config: &Config) -> Vec<Problem> {
     limit_problems(config, &mut out);
     user_problems(config, &mut out);
     super::files::problems(config, &mut out);
-    if let Err(acl) = config.acl.load() {
-        out.extend(acl);
-    }
-    out
+    let acl = config.acl.load().map_err(|acl| out.extend(acl)).ok();
+    (out, acl)
 }
 
 /// Whether two listeners on the same port would collide: the same address, or

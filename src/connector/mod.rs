@@ -15,7 +15,7 @@ mod resolve;
 pub(crate) use dial::set_keepalive;
 pub use dial::{AddressCheck, ConnectError, DestinationCheck, Dialer, NoCheck, Refusal};
 pub use pool::{ConnectionPool, DestinationStats, Lookup, PoolConfig, PoolStats, UpstreamConn};
-pub use resolve::{resolve, Resolver};
+pub use resolve::Resolver;
 
 use std::sync::Arc;
 use std::time::Duration;

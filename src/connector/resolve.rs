@@ -154,11 +154,6 @@ impl Resolver {
     }
 }
 
-/// `Resolver::default().resolve(dest)`: the system resolver, no cache.
-pub async fn resolve(dest: &TargetAddr) -> Result<Vec<SocketAddr>, ConnectError> {
-    Resolver::default().resolve(dest).await
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

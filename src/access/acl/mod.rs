@@ -311,7 +311,7 @@ impl<'a> Check<'a> {
 
     /// Whether the rules this check decides with are still the ones in force.
     pub fn is_current(&self) -> bool {
-        Arc::ptr_eq(&self.access.live.load(), &self.policy)
+        self.access.generation() == self.policy.generation
     }
 
     /// The same check with the rules in force now.
