@@ -8,9 +8,9 @@ mod common;
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::process::Command as Process;
 use std::time::{Duration, Instant};
 
+use common::curl::{fetch, Fetch};
 use common::http::{get, post_json, request};
 use common::socks::{self, read_msg, read_until_closed, LIMIT};
 use common::udp::{self, datagram};
@@ -26,46 +26,12 @@ fn body() -> Vec<u8> {
     b"fetched through the proxy\n".repeat(64)
 }
 
-/// What curl did.
-#[derive(Debug)]
-struct Fetch {
-    exit: i32,
-    body: Vec<u8>,
-    stderr: String,
-}
-
-impl Fetch {
-    /// The SOCKS reply code curl reports for a request the proxy did not grant
-    /// ("Can't complete SOCKS5 connection to HOST. (2)").
-    fn reply(&self) -> Option<u8> {
-        let text = self.stderr.trim_end().strip_suffix(')')?;
-        text.rsplit_once('(')?.1.parse().ok()
-    }
-}
-
 /// curl through the proxy (`flag` is `--socks5` or `--socks5-hostname`), with
 /// further arguments (`--proxy-user`, `--interface`).
 async fn curl(proxy: &Proxy, flag: &str, url: &str, extra: &[&str]) -> Fetch {
-    let mut args: Vec<String> = ["--silent", "--show-error", "--max-time", "10"]
-        .into_iter()
-        .map(str::to_owned)
-        .collect();
-    args.extend([flag.to_owned(), proxy.addr.to_string()]);
+    let mut args = vec![flag.to_owned(), proxy.addr.to_string()];
     args.extend(extra.iter().map(|a| (*a).to_owned()));
-    args.push(url.to_owned());
-    tokio::task::spawn_blocking(move || {
-        let out = Process::new("curl")
-            .args(&args)
-            .output()
-            .expect("curl is installed (scripts/test.sh installs it)");
-        Fetch {
-            exit: out.status.code().unwrap_or(-1),
-            body: out.stdout,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    })
-    .await
-    .unwrap()
+    fetch(args, url.to_owned()).await
 }
 
 #[track_caller]

@@ -4,8 +4,8 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::Command;
 
+use common::curl::{fetch, Fetch};
 use common::{config, upstream, Proxy};
 
 /// 1 MiB of deterministic pseudo-random bytes (xorshift), so a corrupted or truncated
@@ -22,29 +22,9 @@ fn payload() -> Vec<u8> {
         .collect()
 }
 
-struct CurlResult {
-    exit: i32,
-    body: Vec<u8>,
-    stderr: String,
-}
-
 /// Runs curl through the proxy with `proxy_args`, fetching `url`.
-async fn curl(proxy_args: Vec<String>, url: String) -> CurlResult {
-    tokio::task::spawn_blocking(move || {
-        let out = Command::new("curl")
-            .args(["--silent", "--show-error", "--max-time", "20"])
-            .args(&proxy_args)
-            .arg(&url)
-            .output()
-            .expect("curl is installed (scripts/test.sh installs it)");
-        CurlResult {
-            exit: out.status.code().unwrap_or(-1),
-            body: out.stdout,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    })
-    .await
-    .unwrap()
+async fn curl(proxy_args: Vec<String>, url: String) -> Fetch {
+    fetch(proxy_args, url).await
 }
 
 fn args(flag: &str, proxy: SocketAddr, user: Option<&str>) -> Vec<String> {
