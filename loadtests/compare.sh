@@ -4,7 +4,7 @@
 # min-max. Loopback only. Results (JSON lines) go to loadtests/results/.
 #
 #   loadtests/compare.sh peers [ROUNDS]     RustSocks shipped (embedded defaults), lean (sessions
-#                                           and API off) and shipped with 1 worker thread vs
+#                                           and API off) and shipped with per-core runtimes vs
 #                                           microsocks vs Dante vs HAProxy (plain TCP forwarder,
 #                                           no SOCKS) vs --direct
 #   loadtests/compare.sh names [ROUNDS]     shipped RustSocks, CONNECT by IPv4 address vs by the
@@ -234,7 +234,7 @@ case $what in
         # each variant's connects step over the previous variant's TIME_WAIT sockets.
         with_target; p=$(start_shipped 21080 21180); pids+=("$p"); variants+=("rustsocks 21080 $p 21180 $tgt")
         with_target; p=$(start_rustsocks 21085 '[sessions]\nenabled = false'); pids+=("$p"); variants+=("rustsocks-lean 21085 $p - $tgt")
-        with_target; p=$(start_shipped 21083 21183 'worker_threads = 1'); pids+=("$p"); variants+=("rustsocks-1thread 21083 $p 21183 $tgt")
+        with_target; p=$(start_shipped 21083 21183 'runtime = "per-core"'); pids+=("$p"); variants+=("rustsocks-percore 21083 $p 21183 $tgt")
         if [ -n "${BASELINE:-}" ]; then
             with_target; p=$(start_shipped 21084 21184 '' "$(realpath "$BASELINE")"); pids+=("$p"); variants+=("rustsocks-before 21084 $p 21184 $tgt")
         fi
@@ -330,7 +330,7 @@ start_fresh() {
     case $1 in
         rustsocks) start_shipped "$2" $(($2 + 1)) ;;
         rustsocks-lean) start_rustsocks "$2" '[sessions]\nenabled = false' ;;
-        rustsocks-1thread) start_shipped "$2" $(($2 + 1)) 'worker_threads = 1' ;;
+        rustsocks-percore) start_shipped "$2" $(($2 + 1)) 'runtime = "per-core"' ;;
         rustsocks-before) start_shipped "$2" $(($2 + 1)) '' "$(realpath "$BASELINE")" ;;
         microsocks) start_microsocks "$2" ;;
         haproxy) start_haproxy "$2" "$3" ;;
@@ -339,6 +339,15 @@ start_fresh() {
 }
 fresh_port=21300
 failures=0
+tick=$(getconf CLK_TCK)
+# cpu_ticks PID: the CPU time (user + system, of every thread, and of children it
+# has reaped: Dante's) the process has used so far, in ticks; 0 for no process
+# (`direct`). Recorded per run: how much work a proxy does per session moves
+# less with the machine's load than its rate does.
+cpu_ticks() {
+    if [ "$1" = 0 ] || [ ! -r "/proc/$1/stat" ]; then echo 0; return; fi
+    awk '{ sub(/.*\) /, ""); print $12 + $13 + $14 + $15 }' "/proc/$1/stat"
+}
 
 echo "==> $rounds round(s) of ${#scenarios[@]} scenario(s) x ${#variants[@]} variant(s) at commit $rev; results in $out"
 for round in $(seq 1 "$rounds"); do
@@ -380,12 +389,14 @@ for round in $(seq 1 "$rounds"); do
             fi
             echo "  round $round: $label ${scenario_args[*]}" >&2
             log="$work/run-$round-$label-${scenario%% *}.log"
+            before=$(cpu_ticks "$pid")
             # A failed run is reported and skipped; the comparison goes on.
             if ! "$bench" "${args[@]}" "${scenario_args[@]}" 2>"$log" >"$work/line"; then
                 echo "  FAILED ($label ${scenario_args[*]}): $(tail -n 1 "$log")" >&2
                 failures=$((failures + 1))
             else
-                sed "s/}\$/,\"round\":$round,\"command\":\"${scenario%% *}\",\"commit\":\"$rev\"}/" "$work/line" >>"$out"
+                cpu=$(( $(cpu_ticks "$pid") - before ))
+                sed "s/}\$/,\"round\":$round,\"command\":\"${scenario%% *}\",\"commit\":\"$rev\",\"proxy_cpu_ticks\":$cpu,\"cpu_ticks_per_s\":$tick}/" "$work/line" >>"$out"
             fi
             if [[ $scenario == idle* ]]; then kill "$pid" 2>/dev/null || true; fi
         done

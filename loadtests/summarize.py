@@ -33,6 +33,10 @@ def figures(r):
         f = {"sessions/s": r["sessions_per_s"], "connect p50 us": pct(r["connect_reply_us"], "p50"),
              "connect p99 us": pct(r["connect_reply_us"], "p99"), "session p99 us": pct(r["session_us"], "p99"),
              "errors": r["errors"]}
+        # The proxy's CPU time per 1,000 sessions (compare.sh reads it from /proc;
+        # 0 for --direct, absent in older results).
+        if r.get("proxy_cpu_ticks") and r.get("sessions"):
+            f["cpu ms/1k"] = r["proxy_cpu_ticks"] / r["cpu_ticks_per_s"] / r["sessions"] * 1e6
         if s == "pool":
             f["hit %"] = 100 * r["pool"]["hit_rate"]
             f["unused dials %"] = 100 * r["pool"]["unused_dials_per_session"]

@@ -20,7 +20,7 @@ use crate::access::acl::{ReloadError, Reloaded};
 use crate::access::{Access, AclControl, OwnAddresses};
 use crate::api::{self, ApiDeps};
 use crate::auth::{self, AuthError, Authenticator};
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, Runtime};
 use crate::connector::{ConnectionPool, Connector, Resolver};
 use crate::metrics::{Metrics, Phases};
 use crate::server::{self, Context, ShutdownReport};
@@ -37,6 +37,8 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot start the connection threads: {0}")]
+    Threads(#[source] io::Error),
     #[error(transparent)]
     Auth(#[from] AuthError),
     #[error(transparent)]
@@ -70,12 +72,26 @@ impl App {
         for message in config.warnings() {
             telemetry.emit(Signal::ConfigWarning { message });
         }
-        let socks_tcp = bind(config.server.bind())?;
+        let copies = match config.server.runtime {
+            Runtime::PerCore => config.server.threads(),
+            Runtime::Shared => 1,
+        };
+        let socks_tcp = server::listen_group(config.server.bind(), copies).map_err(|source| {
+            StartError::Bind {
+                addr: config.server.bind(),
+                source,
+            }
+        })?;
         let api_tcp = match config.api.enabled {
             true => Some(bind(config.api.bind())?),
             false => None,
         };
-        let socks_addr = local_addr(&socks_tcp, config.server.bind())?;
+        let socks_addr = socks_tcp[0]
+            .local_addr()
+            .map_err(|source| StartError::Bind {
+                addr: config.server.bind(),
+                source,
+            })?;
         let api_addr = match &api_tcp {
             Some(l) => Some(local_addr(l, config.api.bind())?),
             None => None,
@@ -154,7 +170,7 @@ impl App {
             tracing::info!(api = %addr, "management API ready");
             (shutdown, task)
         });
-        let server = server::start(socks_tcp, ctx, &config.server);
+        let server = server::start(socks_tcp, ctx, &config.server).map_err(StartError::Threads)?;
         let watch = tokio::spawn(reload::watch_acl_file(acl.clone()));
         tracing::info!(socks = %socks_addr, "SOCKS listener ready");
         Ok(Running {

@@ -138,9 +138,12 @@ fn run(path: Option<&Path>, bind: Option<SocketAddr>) -> anyhow::Result<()> {
         tracing::warn!("{warning}");
     }
     let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.server.worker_threads > 0 {
-        builder.worker_threads(config.server.worker_threads);
-    }
+    match config.server.runtime {
+        // Connections run on threads of their own; this runtime has the API,
+        // the reload watcher and the pool's housekeeping.
+        rustsocks::config::Runtime::PerCore => builder.worker_threads(1),
+        rustsocks::config::Runtime::Shared => builder.worker_threads(config.server.threads()),
+    };
     let runtime = builder
         .enable_all()
         .build()

@@ -9,30 +9,91 @@ use tokio::io::AsyncReadExt;
 use common::socks::{self, assert_echo};
 use common::{config, run_cli, upstream, Proxy, TempDir};
 
+/// Both ways of running connections (`server.runtime`): with per-core runtimes
+/// each tunnel lives on the thread whose listener accepted it, and shutdown has to
+/// wait for every thread's tunnels, not only its own runtime's.
+const RUNTIMES: [&str; 2] = ["per-core", "shared"];
+
 #[tokio::test]
 async fn sigterm_lets_open_tunnels_finish_then_exits_zero() {
     let echo = upstream::echo();
-    let mut proxy = Proxy::start(&config("shutdown_grace_secs = 30", ""));
-    let mut tunnel = socks::tunnel(proxy.addr, echo).await;
-    proxy.signal(libc::SIGTERM);
-    assert!(proxy.wait_for_log("SIGTERM received"));
-    // New clients are turned away once the listener is closed...
-    let mut refused = false;
-    for _ in 0..100 {
-        if tokio::net::TcpStream::connect(proxy.addr).await.is_err() {
-            refused = true;
+    for runtime in RUNTIMES {
+        let mut proxy = Proxy::start(&config(
+            &format!("shutdown_grace_secs = 30\nworker_threads = 2\nruntime = \"{runtime}\""),
+            "",
+        ));
+        // Eight tunnels: the kernel spreads them over both per-core listeners
+        // (by a hash of the client port, so not evenly, but all on one thread
+        // only once in 128 runs).
+        let mut tunnels = Vec::new();
+        for _ in 0..8 {
+            tunnels.push(socks::tunnel(proxy.addr, echo).await);
+        }
+        proxy.signal(libc::SIGTERM);
+        assert!(proxy.wait_for_log("SIGTERM received"));
+        // New clients are turned away once the listener is closed...
+        let mut refused = false;
+        for _ in 0..100 {
+            if tokio::net::TcpStream::connect(proxy.addr).await.is_err() {
+                refused = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(refused, "{runtime}: listener still accepting after SIGTERM");
+        // ...while the open tunnels keep working.
+        for tunnel in &mut tunnels {
+            assert_echo(tunnel, b"during shutdown").await;
+        }
+        drop(tunnels);
+        let status = proxy
+            .wait_exit(Duration::from_secs(10))
+            .expect("exited once the tunnels closed");
+        assert!(status.success(), "{runtime}: {status:?}");
+    }
+}
+
+/// Per-core runtimes listen with `SO_REUSEPORT`, which would let a second process
+/// of the same user join the port and take a share of the clients unnoticed. A
+/// second start on a port in use must fail as it does without it.
+#[test]
+fn a_second_server_on_a_port_in_use_is_refused() {
+    let first = Proxy::start(&config(
+        "worker_threads = 2\nruntime = \"per-core\"",
+        "[api]\nenabled = false\n[sessions]\nenabled = false\n",
+    ));
+    let dir = TempDir::new();
+    let path = dir.path().join("second.toml");
+    let text = format!(
+        "[server]\nbind_port = {}\nworker_threads = 2\nruntime = \"per-core\"\n[api]\nenabled = false\n[sessions]\nenabled = false\n",
+        first.addr.port()
+    );
+    std::fs::write(&path, text).unwrap();
+    let mut second = std::process::Command::new(common::binary())
+        .current_dir(dir.path())
+        .arg("--config")
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    for _ in 0..200 {
+        status = second.try_wait().unwrap();
+        if status.is_some() {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(refused, "listener still accepting after SIGTERM");
-    // ...while the open tunnel keeps working.
-    assert_echo(&mut tunnel, b"during shutdown").await;
-    drop(tunnel);
-    let status = proxy
-        .wait_exit(Duration::from_secs(10))
-        .expect("exited once the tunnel closed");
-    assert!(status.success(), "{status:?}");
+    let Some(status) = status else {
+        let _ = second.kill();
+        panic!("a second server started on port {}", first.addr.port());
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("Address already in use"), "{stderr}");
 }
 
 /// A tunnel still transferring when the grace period ends is cut with a reset on the
@@ -40,32 +101,37 @@ async fn sigterm_lets_open_tunnels_finish_then_exits_zero() {
 #[tokio::test]
 async fn grace_period_ends_open_tunnels_with_a_reset() {
     let source = upstream::endless();
-    let mut proxy = Proxy::start(&config("shutdown_grace_secs = 1", ""));
-    let mut tunnel = socks::tunnel(proxy.addr, source).await;
-    // Only reads: a write failing first would take the socket's error, and the read
-    // after it would see a plain end of stream whatever the proxy sent.
-    let reader = tokio::spawn(async move {
-        let mut buf = vec![0u8; 64 * 1024];
-        loop {
-            match tunnel.read(&mut buf).await {
-                Ok(0) => return Ok(()),
-                Ok(_) => {}
-                Err(e) => return Err(e.kind()),
+    for runtime in RUNTIMES {
+        let mut proxy = Proxy::start(&config(
+            &format!("shutdown_grace_secs = 1\nworker_threads = 2\nruntime = \"{runtime}\""),
+            "",
+        ));
+        let mut tunnel = socks::tunnel(proxy.addr, source).await;
+        // Only reads: a write failing first would take the socket's error, and the
+        // read after it would see a plain end of stream whatever the proxy sent.
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match tunnel.read(&mut buf).await {
+                    Ok(0) => return Ok(()),
+                    Ok(_) => {}
+                    Err(e) => return Err(e.kind()),
+                }
             }
-        }
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    proxy.signal(libc::SIGINT);
-    let end = tokio::time::timeout(Duration::from_secs(10), reader)
-        .await
-        .expect("the tunnel was cut")
-        .unwrap();
-    assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset));
-    let status = proxy
-        .wait_exit(Duration::from_secs(10))
-        .expect("exited after the grace period");
-    assert!(status.success(), "{status:?}");
-    assert!(proxy.log().contains("grace period over"));
+        });
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        proxy.signal(libc::SIGINT);
+        let end = tokio::time::timeout(Duration::from_secs(10), reader)
+            .await
+            .expect("the tunnel was cut")
+            .unwrap();
+        assert_eq!(end, Err(std::io::ErrorKind::ConnectionReset), "{runtime}");
+        let status = proxy
+            .wait_exit(Duration::from_secs(10))
+            .expect("exited after the grace period");
+        assert!(status.success(), "{runtime}: {status:?}");
+        assert!(proxy.log().contains("grace period over"), "{runtime}");
+    }
 }
 
 #[test]

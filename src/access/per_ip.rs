@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 
 /// Open connections per client address. Memory is bounded by the connections open:
-/// an address is forgotten when its last connection closes.
-#[derive(Debug)]
+/// an address is forgotten when its last connection closes. Clones share the counts.
+#[derive(Debug, Clone)]
 pub struct PerIpLimit {
     limit: usize,
     open: Arc<Mutex<HashMap<IpAddr, usize>>>,

@@ -30,7 +30,7 @@ pub use auth::{AuthConfig, Secret, SocksMethod, UserEntry};
 pub use dns::{DnsConfig, ResolverKind};
 pub use logging::{LogFormat, LogLevel, LoggingConfig};
 pub use ports::PortsUnchecked;
-pub use server::{PoolSection, ServerConfig};
+pub use server::{PoolSection, Runtime, ServerConfig};
 pub use sessions::SessionsConfig;
 pub use validate::Problem;
 

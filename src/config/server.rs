@@ -42,6 +42,8 @@ pub struct ServerConfig {
     /// Threads running connections; 0 = one per CPU. On a machine shared with
     /// other busy processes, fewer threads mean fewer cross-thread wake-ups.
     pub worker_threads: usize,
+    /// How connections are spread over those threads (see `Runtime`).
+    pub runtime: Runtime,
     pub pool: PoolSection,
 }
 
@@ -61,12 +63,37 @@ impl Default for ServerConfig {
             udp_idle_timeout_secs: 120,
             tcp_keepalive_secs: 300,
             worker_threads: 0,
+            runtime: Runtime::Shared,
             pool: PoolSection::default(),
         }
     }
 }
 
+/// `server.runtime`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Runtime {
+    /// One single-threaded runtime per worker thread, each with its own listening
+    /// socket (`SO_REUSEPORT`: the kernel spreads clients over them): a
+    /// connection's whole life, both sockets and its timers, stays on one thread,
+    /// with no hand-off between threads. No thread takes over another's clients,
+    /// so one that the OS preempts delays its whole queue (BENCHMARKS.md: slower
+    /// than `Shared` on a 2-core machine shared with the load generator).
+    PerCore,
+    /// One work-stealing runtime whose threads share one listener and pass tasks
+    /// between them; the default.
+    Shared,
+}
+
 impl ServerConfig {
+    /// The threads that run connections: `worker_threads`, or one per CPU.
+    pub fn threads(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
     pub fn tcp_keepalive(&self) -> Option<Duration> {
         (self.tcp_keepalive_secs > 0).then(|| Duration::from_secs(self.tcp_keepalive_secs))
     }

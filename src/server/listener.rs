@@ -55,6 +55,8 @@ pub(super) struct Listener {
     pub tcp: TcpListener,
     pub ctx: Arc<Context>,
     pub max_connections: usize,
+    /// `max_connections` places, shared by every listener of the server.
+    pub permits: Arc<Semaphore>,
     pub per_ip: PerIpLimit,
     pub peak: Arc<super::trim::Peak>,
     pub signals: Signals,
@@ -63,7 +65,7 @@ pub(super) struct Listener {
 
 impl Listener {
     pub async fn run(self) {
-        let permits = Arc::new(Semaphore::new(self.max_connections));
+        let permits = Arc::clone(&self.permits);
         let stop = &self.signals.stop_accepting;
         // Set while accept keeps failing, so a long EMFILE spell logs once, not
         // ten times a second.
