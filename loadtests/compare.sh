@@ -9,6 +9,8 @@
 #                                           no SOCKS) vs --direct
 #   loadtests/compare.sh names [ROUNDS]     shipped RustSocks, CONNECT by IPv4 address vs by the
 #                                           name "localhost"; prints the ratio domain / ipv4
+#   loadtests/compare.sh runtimes [ROUNDS]  shipped RustSocks on the shared work-stealing runtime
+#                                           vs per-core runtimes, order alternating by round
 #   loadtests/compare.sh targets [ROUNDS]   targets inside the load generator vs standalone
 #                                           ones (`rustsocks-bench target`), for lean RustSocks
 #                                           and --direct: what the choice of target costs
@@ -27,7 +29,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-what=${1:?usage: loadtests/compare.sh peers|names|targets|sessions|pool|acl [ROUNDS]}
+what=${1:?usage: loadtests/compare.sh peers|names|runtimes|targets|sessions|pool|acl [ROUNDS]}
 rounds=${2:-3}
 work=$(mktemp -d)
 pids=()
@@ -220,9 +222,6 @@ acl_rules() {
 variants=()
 # ratio: "NUMERATOR DENOMINATOR" labels whose rates summarize.py also gives as a ratio.
 ratio=
-# alternate: run the variants in reverse order in even rounds (neither is always
-# the one that runs right after the other's TIME_WAIT sockets).
-alternate=false
 # haproxy_target: the standalone target behind the `haproxy` variant (its fresh
 # processes for `idle` forward there too).
 haproxy_target=
@@ -260,7 +259,15 @@ case $what in
         with_target both; variants+=("dest-domain 21120 $p 21121 $tgt --dest domain")
         scenarios=("latency --count 5000" "rate --concurrency 50 --count 20000")
         ratio="dest-domain dest-ipv4"
-        alternate=true
+        ;;
+    runtimes)
+        # The shipped configuration on each `server.runtime`, the order alternating
+        # by round: in `peers`, whose order is fixed, the first RustSocks variant
+        # ran ~20 % below the third whichever runtime it had (BENCHMARKS.md).
+        with_target; p=$(start_shipped 21140 21141); pids+=("$p"); variants+=("shared 21140 $p 21141 $tgt")
+        with_target; p=$(start_shipped 21142 21143 'runtime = "per-core"'); pids+=("$p"); variants+=("per-core 21142 $p 21143 $tgt")
+        scenarios=("latency --count 5000" "rate --concurrency 50 --count 20000" "rate --concurrency 200 --count 20000")
+        ratio="per-core shared"
         ;;
     targets)
         # The same lean RustSocks process and --direct, each with the load
@@ -274,7 +281,6 @@ case $what in
         scenarios=("latency --count 5000" "rate --concurrency 50 --count 20000" "rate --concurrency 200 --count 20000"
                    "throughput --streams 1 --secs 3" "throughput --streams 8 --secs 3")
         ratio="lean-standalone lean-embedded"
-        alternate=true
         ;;
     sessions)
         p=$(start_rustsocks 21090 '[sessions]\nenabled = false'); pids+=("$p"); variants+=("sessions-off 21090 $p")
@@ -305,7 +311,6 @@ case $what in
         p=$(start_rustsocks 21111 "${off/21195/21196}$rules"); pids+=("$p"); variants+=("acl-$acl_n 21111 $p 21196")
         scenarios=("rate --concurrency 50 --count 20000" "latency --count 5000")
         ratio="acl-$acl_n acl-none"
-        alternate=true
         ;;
     *) echo "unknown comparison: $what" >&2; exit 2 ;;
 esac
@@ -351,10 +356,16 @@ cpu_ticks() {
 
 echo "==> $rounds round(s) of ${#scenarios[@]} scenario(s) x ${#variants[@]} variant(s) at commit $rev; results in $out"
 for round in $(seq 1 "$rounds"); do
-    order=("${variants[@]}")
-    if $alternate && [ $((round % 2)) = 0 ]; then
-        order=(); for v in "${variants[@]}"; do order=("$v" "${order[@]}"); done
-    fi
+    # The order rotates from round to round, so that no variant always runs in
+    # the same place: the one that runs right after another's 20,000 sessions
+    # finds the port space full of TIME_WAIT sockets, and its connect()s pay for
+    # the search (in a fixed order the first RustSocks variant ran ~20 % below the
+    # third, whichever configuration it had; BENCHMARKS.md). Two variants
+    # alternate; N variants over R rounds shift by N/R places each round.
+    n=${#variants[@]}
+    step=$(( n / rounds > 1 ? n / rounds : 1 ))
+    shift_by=$(( (round - 1) * step % n ))
+    order=("${variants[@]:shift_by}" "${variants[@]:0:shift_by}")
     for scenario in "${scenarios[@]}"; do
         for v in "${order[@]}"; do
             read -r label port pid api target extra <<<"$v"

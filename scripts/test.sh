@@ -6,12 +6,14 @@ cd "$(dirname "$0")/.."
 
 # Tools the integration tests call: curl (an independent SOCKS client), ip
 # (iproute2, to bring up loopback in a test's own network namespace) and python3
-# with PySocks (an independent UDP client); chromium and Node for the dashboard test.
+# with PySocks (an independent UDP client); openssl (the TLS tests' throw-away PKI
+# and an independent TLS client); chromium and Node for the dashboard test.
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing ${missing[*]}"
     $sudo apt-get update -qq

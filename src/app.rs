@@ -26,6 +26,7 @@ use crate::metrics::{Metrics, Phases};
 use crate::server::{self, Context, ShutdownReport};
 use crate::session::{Sessions, StoreError};
 use crate::telemetry::{Signal, Telemetry};
+use crate::tls::Tls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -37,6 +38,8 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     #[error("cannot start the connection threads: {0}")]
     Threads(#[source] io::Error),
     #[error(transparent)]
@@ -92,12 +95,32 @@ impl App {
                 addr: config.server.bind(),
                 source,
             })?;
+        let tls = match config.server.tls.enabled {
+            true => Some(Arc::new(Tls::load(&config.server.tls, "server.tls")?)),
+            false => None,
+        };
+        let mut listeners: Vec<_> = socks_tcp.into_iter().map(|l| (l, tls.clone())).collect();
+        let mut plain_addr = None;
+        if let Some(addr) = config.server.plain_bind {
+            let plain = server::listen_group(addr, 1)
+                .and_then(|mut l| {
+                    let l = l.remove(0);
+                    plain_addr = Some(l.local_addr()?);
+                    Ok(l)
+                })
+                .map_err(|source| StartError::Bind { addr, source })?;
+            listeners.push((plain, None));
+        }
         let api_addr = match &api_tcp {
             Some(l) => Some(local_addr(l, config.api.bind())?),
             None => None,
         };
-        let own = OwnAddresses::new([Some(socks_addr), api_addr].into_iter().flatten())
-            .with_address(config.server.external_address);
+        let own = OwnAddresses::new(
+            [Some(socks_addr), api_addr, plain_addr]
+                .into_iter()
+                .flatten(),
+        )
+        .with_address(config.server.external_address);
         let (resolver, fallback) = Resolver::new(&config.dns);
         if let Some(message) = fallback {
             tracing::warn!("{message}");
@@ -170,12 +193,16 @@ impl App {
             tracing::info!(api = %addr, "management API ready");
             (shutdown, task)
         });
-        let server = server::start(socks_tcp, ctx, &config.server).map_err(StartError::Threads)?;
+        let server = server::start(listeners, ctx, &config.server).map_err(StartError::Threads)?;
         let watch = tokio::spawn(reload::watch_acl_file(acl.clone()));
+        let watch_tls = tls
+            .clone()
+            .map(|tls| tokio::spawn(reload::watch_tls_files(tls, telemetry.clone())));
         tracing::info!(socks = %socks_addr, "SOCKS listener ready");
         Ok(Running {
             acl,
             watch,
+            tls: tls.zip(watch_tls),
             socks_addr,
             api_addr,
             pool,
@@ -205,6 +232,8 @@ pub struct Running {
     acl: AclControl,
     /// Polls `acl.file` for changes.
     watch: JoinHandle<()>,
+    /// With TLS: the configuration in force, and the task that polls its files.
+    tls: Option<(Arc<Tls>, JoinHandle<()>)>,
     socks_addr: SocketAddr,
     api_addr: Option<SocketAddr>,
     pool: Option<ConnectionPool>,
@@ -240,10 +269,22 @@ impl Running {
         self.acl.reload(trigger)
     }
 
+    /// Loads the TLS certificate, key and client CAs again, when TLS is on; the
+    /// ones in force stay if the new files cannot be used.
+    pub fn reload_tls(&self, trigger: &str) -> Result<(), crate::tls::TlsError> {
+        match &self.tls {
+            Some((tls, _)) => reload::reload_tls(tls, &self.telemetry, trigger),
+            None => Ok(()),
+        }
+    }
+
     /// Stops the SOCKS server (see `server::Running::shutdown`), then writes every
     /// queued session record, then stops the API (last, so it can be watched).
     pub async fn shutdown(self) -> ShutdownReport {
         self.watch.abort();
+        if let Some((_, watch)) = &self.tls {
+            watch.abort();
+        }
         let report = self.server.shutdown().await;
         if let Some(sessions) = self.sessions {
             let _ = tokio::task::spawn_blocking(move || sessions.shutdown()).await;

@@ -23,6 +23,7 @@ pub mod protocol;
 pub mod server;
 pub mod session;
 pub mod telemetry;
+pub mod tls;
 
 pub use app::{App, Running, StartError};
 pub use config::Config;

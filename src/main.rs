@@ -177,16 +177,17 @@ impl Signals {
         })
     }
 
-    /// Until SIGTERM or SIGINT; each SIGHUP meanwhile reloads the access rules (a
-    /// bad file is logged and changes nothing).
+    /// Until SIGTERM or SIGINT; each SIGHUP meanwhile reloads the access rules and
+    /// the TLS files (a bad file is logged and changes nothing).
     async fn wait(&mut self, server: &rustsocks::Running) {
         loop {
             tokio::select! {
                 _ = self.term.recv() => return tracing::info!("SIGTERM received"),
                 _ = self.int.recv() => return tracing::info!("SIGINT received"),
                 _ = self.hup.recv() => {
-                    tracing::info!("SIGHUP received: reloading the access rules");
+                    tracing::info!("SIGHUP received: reloading the access rules and TLS files");
                     let _ = tokio::task::block_in_place(|| server.reload_acl("SIGHUP"));
+                    let _ = tokio::task::block_in_place(|| server.reload_tls("SIGHUP"));
                 }
             }
         }

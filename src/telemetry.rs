@@ -117,6 +117,14 @@ pub enum Signal {
         keys: Vec<String>,
         error: String,
     },
+    /// The TLS certificate and key (and client CAs) were loaded again.
+    TlsReloaded { trigger: String },
+    /// New TLS files could not be used: the ones in force stay.
+    TlsReloadFailed {
+        trigger: String,
+        key: String,
+        error: String,
+    },
 }
 
 /// One recorded event, as the API serves it.
@@ -433,6 +441,22 @@ fn event(next_id: &mut u64, signal: Signal) -> Event {
             Category::Access,
             format!("access rules not reloaded ({trigger}); the rules in force stay: {error}"),
             json!({ "trigger": trigger, "keys": keys, "error": error }),
+        ),
+        Signal::TlsReloaded { trigger } => (
+            Severity::Info,
+            Category::Config,
+            format!("TLS certificate reloaded ({trigger}); new handshakes use it, open tunnels go on"),
+            json!({ "trigger": trigger }),
+        ),
+        Signal::TlsReloadFailed {
+            trigger,
+            key,
+            error,
+        } => (
+            Severity::Error,
+            Category::Config,
+            format!("TLS certificate not reloaded ({trigger}); the one in force stays: {error}"),
+            json!({ "trigger": trigger, "key": key, "error": error }),
         ),
         // Aggregated kinds reach here only if a caller bypasses aggregation.
         other => (Severity::Info, Category::Limits, format!("{other:?}"), json!({})),

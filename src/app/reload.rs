@@ -1,4 +1,4 @@
-//! Watching `acl.file`: its metadata is read once a second and a change (a new
+//! Watching `acl.file` (and the TLS files, see `Tls::changed`): its metadata is read once a second and a change (a new
 //! modification time, size or inode: an editor that writes a new file and renames
 //! it over the old one counts) reloads the rules. Polling needs no watcher thread
 //! and sees a file that is replaced, deleted or created alike.
@@ -6,7 +6,11 @@
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
+use std::sync::Arc;
+
 use crate::access::AclControl;
+use crate::telemetry::{Signal, Telemetry};
+use crate::tls::{Tls, TlsError};
 
 const POLL: Duration = Duration::from_secs(1);
 
@@ -46,6 +50,43 @@ pub(super) async fn watch_acl_file(acl: AclControl) {
             // Reading, parsing and re-judging the sessions: off the async workers.
             let control = acl.clone();
             let _ = tokio::task::spawn_blocking(move || control.reload("acl.file changed")).await;
+        }
+    }
+}
+
+/// Runs until aborted: reloads the TLS configuration when one of its files changes.
+pub(super) async fn watch_tls_files(tls: Arc<Tls>, telemetry: Telemetry) {
+    loop {
+        tokio::time::sleep(POLL).await;
+        if tls.changed() {
+            let (tls, telemetry) = (Arc::clone(&tls), telemetry.clone());
+            let _ = tokio::task::spawn_blocking(move || {
+                reload_tls(&tls, &telemetry, "certificate files changed")
+            })
+            .await;
+        }
+    }
+}
+
+/// Loads the TLS files again; reported either way. On failure the configuration
+/// in force stays.
+pub(super) fn reload_tls(tls: &Tls, telemetry: &Telemetry, trigger: &str) -> Result<(), TlsError> {
+    match tls.reload() {
+        Ok(()) => {
+            tracing::info!(trigger, "TLS certificate reloaded");
+            telemetry.emit(Signal::TlsReloaded {
+                trigger: trigger.to_owned(),
+            });
+            Ok(())
+        }
+        Err(e) => {
+            tracing::error!(trigger, error = %e, "TLS certificate not reloaded; the one in force stays");
+            telemetry.emit(Signal::TlsReloadFailed {
+                trigger: trigger.to_owned(),
+                key: e.key.clone(),
+                error: e.to_string(),
+            });
+            Err(e)
         }
     }
 }

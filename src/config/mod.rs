@@ -15,6 +15,7 @@ mod logging;
 mod ports;
 mod server;
 mod sessions;
+mod tls;
 mod validate;
 
 use std::path::{Path, PathBuf};
@@ -32,6 +33,7 @@ pub use logging::{LogFormat, LogLevel, LoggingConfig};
 pub use ports::PortsUnchecked;
 pub use server::{PoolSection, Runtime, ServerConfig};
 pub use sessions::SessionsConfig;
+pub use tls::{TlsSection, TlsVersion};
 pub use validate::Problem;
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::TlsSection;
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerConfig {
@@ -45,6 +47,11 @@ pub struct ServerConfig {
     /// How connections are spread over those threads (see `Runtime`).
     pub runtime: Runtime,
     pub pool: PoolSection,
+    /// SOCKS over TLS on `bind_address:bind_port`.
+    pub tls: TlsSection,
+    /// With TLS on: a second, plain SOCKS listener, loopback only (local clients
+    /// and health checks that do not speak TLS).
+    pub plain_bind: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -65,6 +72,8 @@ impl Default for ServerConfig {
             worker_threads: 0,
             runtime: Runtime::Shared,
             pool: PoolSection::default(),
+            tls: TlsSection::default(),
+            plain_bind: None,
         }
     }
 }
@@ -77,8 +86,9 @@ pub enum Runtime {
     /// socket (`SO_REUSEPORT`: the kernel spreads clients over them): a
     /// connection's whole life, both sockets and its timers, stays on one thread,
     /// with no hand-off between threads. No thread takes over another's clients,
-    /// so one that the OS preempts delays its whole queue (BENCHMARKS.md: slower
-    /// than `Shared` on a 2-core machine shared with the load generator).
+    /// so one that the OS preempts delays its whole queue (BENCHMARKS.md: 3-4 %
+    /// more sessions/s than `Shared` under load, but a 1.5x worse p99 at 200
+    /// concurrent clients, on a 2-core machine shared with the load generator).
     PerCore,
     /// One work-stealing runtime whose threads share one listener and pass tasks
     /// between them; the default.

@@ -94,19 +94,23 @@ pub(super) fn problems(config: &Config) -> (Vec<Problem>, Option<AclRules>) {
             ),
         ));
     }
+    // Required client certificates authenticate every client: not an open proxy.
+    let mutual_tls = s.tls.enabled && s.tls.client_ca.is_some() && s.tls.require_client_certificate;
     if config.auth.socks_method == SocksMethod::None
         && !s.bind_address.is_loopback()
         && !s.allow_open_proxy
+        && !mutual_tls
     {
         out.push(Problem::new(
             "server.bind_address",
             format!("\"{}\"", s.bind_address),
             "a loopback address while auth.socks_method = \"none\": anyone who can reach \
              this address could use the proxy (an open proxy is abused within hours). \
-             Set auth.socks_method = \"userpass\", or server.allow_open_proxy = true if \
-             the network is trusted",
+             Set auth.socks_method = \"userpass\", require client certificates \
+             (server.tls), or server.allow_open_proxy = true if the network is trusted",
         ));
     }
+    tls_problems(config, &mut out);
     api_problems(config, &mut out);
     session_problems(config, &mut out);
     limit_problems(config, &mut out);
@@ -114,6 +118,40 @@ pub(super) fn problems(config: &Config) -> (Vec<Problem>, Option<AclRules>) {
     super::files::problems(config, &mut out);
     let acl = config.acl.load().map_err(|acl| out.extend(acl)).ok();
     (out, acl)
+}
+
+fn tls_problems(config: &Config, out: &mut Vec<Problem>) {
+    let s = &config.server;
+    if s.tls.require_client_certificate && s.tls.client_ca.is_none() {
+        out.push(Problem::new(
+            "server.tls.require_client_certificate",
+            true,
+            "server.tls.client_ca to be set: the CAs whose client certificates are accepted",
+        ));
+    }
+    if let Some(plain) = s.plain_bind {
+        if !s.tls.enabled {
+            out.push(Problem::new(
+                "server.plain_bind",
+                format!("\"{plain}\""),
+                "server.tls.enabled = true: without TLS the main listener is already plain",
+            ));
+        }
+        if !plain.ip().to_canonical().is_loopback() {
+            out.push(Problem::new(
+                "server.plain_bind",
+                format!("\"{plain}\""),
+                "a loopback address: passwords cross a plain listener in clear text",
+            ));
+        }
+        if plain.port() == s.bind_port && overlaps(plain.ip(), s.bind_address) {
+            out.push(Problem::new(
+                "server.plain_bind",
+                format!("\"{plain}\""),
+                format!("another port than the TLS listener ({})", s.bind()),
+            ));
+        }
+    }
 }
 
 /// Whether two listeners on the same port would collide: the same address, or

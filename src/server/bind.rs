@@ -36,7 +36,7 @@ pub(super) async fn serve(r: Request<'_>) -> Outcome {
     let (inbound, from) = loop {
         let accepted = tokio::select! {
             a = tokio::time::timeout_at(deadline, listener.accept()) => a,
-            () = client_gone(&r.client) => return Outcome::ClientLeft,
+            () = client_gone(r.client.tcp()) => return Outcome::ClientLeft,
             () = r.cancel.cancelled() => return Outcome::Shutdown,
         };
         match accepted {

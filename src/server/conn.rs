@@ -8,20 +8,24 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
+use super::client::{ClientStream, SharedTcp};
 use super::handshake::{self, HandshakeError, Negotiated, Version};
 use super::listener::canonical;
 use super::outcome::{self, Outcome, Refusal};
-use super::relay::{self, RelayError};
+use super::relay::RelayError;
 use super::Context;
 use crate::access::Check;
 use crate::config::AclCommand;
 use crate::protocol::socks5::{Command, ReplyCode};
 use crate::session::{ActiveSession, Opening};
+use crate::tls::Tls;
 
 #[derive(Debug, thiserror::Error)]
 pub(super) enum ConnError {
     #[error("handshake timed out")]
     HandshakeTimeout,
+    #[error("TLS handshake: {0}")]
+    Tls(#[source] std::io::Error),
     #[error(transparent)]
     Handshake(#[from] HandshakeError),
     #[error("sending reply: {0}")]
@@ -36,7 +40,7 @@ pub(super) enum ConnError {
 
 /// A client whose request has been read: what every command handler works with.
 pub(super) struct Request<'a> {
-    pub client: TcpStream,
+    pub client: ClientStream,
     pub peer: SocketAddr,
     pub req: Negotiated,
     pub ctx: &'a Context,
@@ -50,9 +54,7 @@ impl Request<'_> {
     pub async fn reply(&self, code: ReplyCode, bind: Option<SocketAddr>) -> Result<(), ConnError> {
         let bind = bind.unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
         let bytes = handshake::encode_reply(self.req.version, code, bind);
-        relay::write_all(&self.client, &bytes)
-            .await
-            .map_err(ConnError::Reply)
+        self.client.send(&bytes).await.map_err(ConnError::Reply)
     }
 
     /// The access check for this request's user and client doing `command`.
@@ -95,6 +97,7 @@ impl Request<'_> {
     /// BIND listens and a UDP relay is bound, unless configured otherwise.
     pub fn local_ip(&self) -> Result<IpAddr, ConnError> {
         self.client
+            .tcp()
             .local_addr()
             .map(|a| canonical(a).ip())
             .map_err(ConnError::Socket)
@@ -127,22 +130,43 @@ pub(super) async fn serve(
     peer: SocketAddr,
     ctx: &Context,
     cancel: &CancellationToken,
+    tls: Option<&Tls>,
 ) {
-    let outcome = run(client, peer, ctx, cancel).await;
+    let outcome = run(client, peer, ctx, cancel, tls).await;
     outcome::observe(ctx, peer, outcome);
 }
 
 async fn run(
-    mut client: TcpStream,
+    client: TcpStream,
     peer: SocketAddr,
     ctx: &Context,
     cancel: &CancellationToken,
+    tls: Option<&Tls>,
 ) -> Outcome {
     // Inherited from the listener on Linux (see `listener::configure`).
     #[cfg(not(target_os = "linux"))]
     let _ = client.set_nodelay(true);
+    // One bound for the TLS handshake and the SOCKS one together: a client cannot
+    // double its time by being slow in both.
+    let deadline = tokio::time::Instant::now() + ctx.handshake_timeout;
+    let mut client = match tls {
+        None => ClientStream::Plain(client),
+        Some(tls) => {
+            let tcp = Arc::new(client);
+            let accept = tls.acceptor().accept(SharedTcp(Arc::clone(&tcp)));
+            let accepted = tokio::select! {
+                r = tokio::time::timeout_at(deadline, accept) => r,
+                () = cancel.cancelled() => return Outcome::Shutdown,
+            };
+            match accepted {
+                Ok(Ok(stream)) => ClientStream::tls(tcp, stream),
+                Ok(Err(e)) => return Outcome::of_handshake(ConnError::Tls(e), peer),
+                Err(_) => return Outcome::of_handshake(ConnError::HandshakeTimeout, peer),
+            }
+        }
+    };
     let negotiated = tokio::select! {
-        r = tokio::time::timeout(ctx.handshake_timeout, handshake::negotiate(&mut client, peer.ip(), &ctx.auth)) => r,
+        r = tokio::time::timeout_at(deadline, handshake::negotiate(&mut client, peer.ip(), &ctx.auth)) => r,
         () = cancel.cancelled() => return Outcome::Shutdown,
     };
     let req = match negotiated {

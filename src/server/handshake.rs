@@ -10,8 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use bytes::{Buf, Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::auth::{AuthError, Authenticator};
 use crate::config::SocksMethod;
@@ -85,12 +84,12 @@ pub fn encode_reply(version: Version, code: ReplyCode, bind: SocketAddr) -> Vec<
 }
 
 /// Buffered reader of handshake messages.
-struct Conn<'a> {
-    stream: &'a mut TcpStream,
+struct Conn<'a, S> {
+    stream: &'a mut S,
     buf: BytesMut,
 }
 
-impl Conn<'_> {
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     /// Reads until `buf` holds at least one byte.
     async fn fill(&mut self) -> Result<(), HandshakeError> {
         if self.buf.len() >= MAX_BUFFERED {
@@ -118,8 +117,8 @@ impl Conn<'_> {
 }
 
 /// Runs the handshake on `stream`, from a client at `client`.
-pub async fn negotiate(
-    stream: &mut TcpStream,
+pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
     client: IpAddr,
     auth: &Authenticator,
 ) -> Result<Negotiated, HandshakeError> {
@@ -135,8 +134,8 @@ pub async fn negotiate(
     }
 }
 
-async fn socks5_handshake(
-    conn: &mut Conn<'_>,
+async fn socks5_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<'_, S>,
     client: IpAddr,
     auth: &Authenticator,
 ) -> Result<Negotiated, HandshakeError> {
@@ -181,8 +180,8 @@ async fn socks5_handshake(
 }
 
 /// RFC 1929 sub-negotiation; returns the user name on success.
-async fn authenticate(
-    conn: &mut Conn<'_>,
+async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<'_, S>,
     client: IpAddr,
     auth: &Authenticator,
 ) -> Result<String, HandshakeError> {
@@ -208,8 +207,8 @@ async fn authenticate(
     }
 }
 
-async fn socks4_handshake(
-    conn: &mut Conn<'_>,
+async fn socks4_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    conn: &mut Conn<'_, S>,
     auth: &Authenticator,
 ) -> Result<Negotiated, HandshakeError> {
     let rejected = socks4::Reply::rejected().to_bytes();

@@ -15,6 +15,7 @@ use tokio_util::task::TaskTracker;
 use super::{conn, Context};
 use crate::access::PerIpLimit;
 use crate::telemetry::Signal;
+use crate::tls::Tls;
 
 /// Options every client connection needs, set once on the listening socket: Linux
 /// copies TCP_NODELAY and the keepalive settings to each accepted socket, which
@@ -61,6 +62,8 @@ pub(super) struct Listener {
     pub peak: Arc<super::trim::Peak>,
     pub signals: Signals,
     pub tracker: TaskTracker,
+    /// Set when this listener speaks TLS.
+    pub tls: Option<Arc<Tls>>,
 }
 
 impl Listener {
@@ -137,9 +140,10 @@ impl Listener {
             return;
         };
         let cancel = self.signals.close_connections.clone();
+        let tls = self.tls.clone();
         self.peak.saw(ctx.metrics.connections_active.inc() + 1);
         self.tracker.spawn(async move {
-            conn::serve(stream, peer, &ctx, &cancel).await;
+            conn::serve(stream, peer, &ctx, &cancel, tls.as_deref()).await;
             // Places first, then the gauge: whoever sees the gauge drop may connect.
             drop(per_ip);
             drop(permit);

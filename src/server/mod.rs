@@ -5,6 +5,7 @@
 //! `conn::serve`, which runs handshake → connector → relay.
 
 mod bind;
+mod client;
 mod conn;
 mod connect;
 pub mod handshake;
@@ -12,6 +13,7 @@ mod listener;
 mod outcome;
 pub mod relay;
 mod reply;
+mod tls_relay;
 mod trim;
 mod tunnel;
 mod udp;
@@ -31,6 +33,7 @@ use crate::connector::Connector;
 use crate::metrics::Metrics;
 use crate::session::Sessions;
 use crate::telemetry::Telemetry;
+use crate::tls::Tls;
 
 /// Everything a connection needs, shared by all of them.
 pub(crate) struct Context {
@@ -57,7 +60,7 @@ pub(crate) struct Context {
 /// gets a thread of its own running a single-threaded runtime, on which its
 /// connections live from accept to close.
 pub(crate) fn start(
-    listeners: Vec<std::net::TcpListener>,
+    listeners: Vec<(std::net::TcpListener, Option<Arc<Tls>>)>,
     ctx: Context,
     config: &ServerConfig,
 ) -> std::io::Result<Running> {
@@ -70,7 +73,7 @@ pub(crate) fn start(
     let mut accepting = Vec::new();
     let mut trackers = Vec::new();
     let mut threads = Vec::new();
-    for (i, tcp) in listeners.into_iter().enumerate() {
+    for (i, (tcp, tls)) in listeners.into_iter().enumerate() {
         let tracker = TaskTracker::new();
         let (done, finished) = oneshot::channel();
         let accept = Acceptor {
@@ -83,6 +86,7 @@ pub(crate) fn start(
             peak: Arc::clone(&peak),
             signals: signals.clone(),
             tracker: tracker.clone(),
+            tls,
         };
         if per_core {
             threads.push(
@@ -127,6 +131,7 @@ struct Acceptor {
     peak: Arc<trim::Peak>,
     signals: listener::Signals,
     tracker: TaskTracker,
+    tls: Option<Arc<Tls>>,
 }
 
 impl Acceptor {
@@ -143,6 +148,7 @@ impl Acceptor {
             peak: self.peak,
             signals: self.signals,
             tracker: self.tracker,
+            tls: self.tls,
         })
     }
 

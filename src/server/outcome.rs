@@ -227,6 +227,7 @@ pub(super) fn observe(ctx: &Context, peer: SocketAddr, outcome: Outcome) {
         Outcome::Unfinished(e) => {
             let reason = match &e {
                 ConnError::HandshakeTimeout => "timeout",
+                ConnError::Tls(_) => "tls",
                 ConnError::Handshake(HandshakeError::Closed) => "client_closed",
                 ConnError::Handshake(HandshakeError::Io(_)) => "io_error",
                 _ => "malformed",

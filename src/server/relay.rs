@@ -14,6 +14,9 @@ use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use std::future::Future;
+
+use super::client::ClientStream;
 use crate::counters::Counters;
 
 use tokio::io::Interest;
@@ -51,20 +54,20 @@ pub enum RelayError {
 }
 
 #[derive(Clone, Copy)]
-enum Direction {
+pub(super) enum Direction {
     ClientToUpstream,
     UpstreamToClient,
 }
 
 impl Direction {
-    fn read_error(self, e: io::Error) -> RelayError {
+    pub(super) fn read_error(self, e: io::Error) -> RelayError {
         match self {
             Self::ClientToUpstream => RelayError::Client(e),
             Self::UpstreamToClient => RelayError::Upstream(e),
         }
     }
 
-    fn write_error(self, e: io::Error) -> RelayError {
+    pub(super) fn write_error(self, e: io::Error) -> RelayError {
         match self {
             Self::ClientToUpstream => RelayError::Upstream(e),
             Self::UpstreamToClient => RelayError::Client(e),
@@ -87,8 +90,8 @@ pub struct RelayOptions<'a> {
 
 /// Relays until both directions end, one side fails, the tunnel idles out or the
 /// server shuts down. The caller owns (and closes) both sockets.
-pub async fn run(
-    client: &TcpStream,
+pub(super) async fn run(
+    client: &ClientStream,
     upstream: &TcpStream,
     early_data: &[u8],
     counters: &Counters,
@@ -102,22 +105,45 @@ pub async fn run(
             .map_err(|e| c2u.write_error(e))?;
     }
     let unused_check = opts.keep_unused_upstream.then_some(counters);
-    let up = pump(
-        client,
-        upstream,
-        &counters.client_to_upstream,
-        &counters.touched,
-        c2u,
-        unused_check,
-    );
-    let down = pump(
-        upstream,
-        client,
-        &counters.upstream_to_client,
-        &counters.touched,
-        Direction::UpstreamToClient,
-        None,
-    );
+    match client {
+        ClientStream::Plain(client) => {
+            let up = pump(
+                client,
+                upstream,
+                &counters.client_to_upstream,
+                &counters.touched,
+                c2u,
+                unused_check,
+            );
+            let down = pump(
+                upstream,
+                client,
+                &counters.upstream_to_client,
+                &counters.touched,
+                Direction::UpstreamToClient,
+                None,
+            );
+            drive(up, down, counters, opts).await
+        }
+        ClientStream::Tls(tls) => {
+            // Held for the whole relay: nothing else writes to the client now.
+            let mut stream = tls.stream.lock().await;
+            let (from_client, to_client) = tokio::io::split(&mut *stream);
+            let up = super::tls_relay::from_client(from_client, upstream, counters, unused_check);
+            let down = super::tls_relay::to_client(upstream, to_client, counters);
+            drive(up, down, counters, opts).await
+        }
+    }
+}
+
+/// Runs both directions of a tunnel, and its idle, shutdown and terminate
+/// signals, until both directions have ended or one of the rest fires.
+async fn drive(
+    up: impl Future<Output = Result<PumpEnd, RelayError>>,
+    down: impl Future<Output = Result<PumpEnd, RelayError>>,
+    counters: &Counters,
+    opts: RelayOptions<'_>,
+) -> Result<RelayEnd, RelayError> {
     let idle = idle_watchdog(counters, opts.idle_timeout);
     let terminated = async {
         match opts.terminate {
@@ -142,7 +168,7 @@ pub async fn run(
     Ok(RelayEnd::Completed)
 }
 
-enum PumpEnd {
+pub(super) enum PumpEnd {
     /// `src` sent FIN, passed on to `dst`.
     Eof,
     /// `src` sent FIN before any byte moved either way; `dst` was left untouched.
@@ -221,7 +247,11 @@ pub(super) async fn write_all(dst: &TcpStream, data: &[u8]) -> io::Result<()> {
 
 /// Writes all of `data`, adding each write's bytes to `count` as it goes: a slow
 /// receiver draining a backlog shows as progress to the idle timeout.
-async fn write_counted(dst: &TcpStream, mut data: &[u8], count: &AtomicU64) -> io::Result<()> {
+pub(super) async fn write_counted(
+    dst: &TcpStream,
+    mut data: &[u8],
+    count: &AtomicU64,
+) -> io::Result<()> {
     while !data.is_empty() {
         dst.writable().await?;
         match dst.try_write(data) {
@@ -237,7 +267,7 @@ async fn write_counted(dst: &TcpStream, mut data: &[u8], count: &AtomicU64) -> i
     Ok(())
 }
 
-fn shutdown_write(stream: &TcpStream) {
+pub(super) fn shutdown_write(stream: &TcpStream) {
     // The peer may already be gone (ENOTCONN); the other direction will notice.
     let _ = socket2::SockRef::from(stream).shutdown(Shutdown::Write);
 }

@@ -41,7 +41,7 @@ pub(super) async fn relay_recorded(r: &Request<'_>, t: Tunnel<'_>) -> Outcome {
             // Not a byte is relayed (not even what the client sent with its
             // request): the destination is blocked now.
             session.cut(format!("acl: {why}"));
-            reset_on_close(&r.client);
+            reset_on_close(r.client.tcp());
             reset_on_close(t.other);
             return Outcome::Ended {
                 bytes: Bytes::default(),
@@ -66,7 +66,7 @@ pub(super) async fn relay_recorded(r: &Request<'_>, t: Tunnel<'_>) -> Outcome {
         // the other side cannot take a cut-off stream for a complete one. First let
         // what was already relayed leave (bounded): a reset discards the send queue.
         Err(_) => {
-            for socket in [&r.client, t.other] {
+            for socket in [r.client.tcp(), t.other] {
                 let _ = drain_send_queue(socket, ABORT_DRAIN).await;
                 reset_on_close(socket);
             }
@@ -75,7 +75,7 @@ pub(super) async fn relay_recorded(r: &Request<'_>, t: Tunnel<'_>) -> Outcome {
         // middle of a transfer: both sides get a reset. No drain: the cut is meant
         // to be prompt.
         Ok(RelayEnd::Shutdown | RelayEnd::Terminated) => {
-            reset_on_close(&r.client);
+            reset_on_close(r.client.tcp());
             reset_on_close(t.other);
         }
         Ok(_) => {}

@@ -100,7 +100,7 @@ pub(super) async fn associate(r: Request<'_>) -> Outcome {
         .unwrap_or_default();
     ctx.metrics.sessions_active.inc();
     let end = assoc
-        .run(&r.client, ctx.udp_idle_timeout, r.cancel, &terminate)
+        .run(r.client.tcp(), ctx.udp_idle_timeout, r.cancel, &terminate)
         .await;
     ctx.metrics.sessions_active.dec();
     Outcome::Ended {

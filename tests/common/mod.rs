@@ -2,6 +2,7 @@
 //! ephemeral loopback port, local upstream servers, and a small SOCKS client.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod certs;
 pub mod curl;
 pub mod fault_net;
 pub mod http;
