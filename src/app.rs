@@ -99,6 +99,10 @@ impl App {
             true => Some(Arc::new(Tls::load(&config.server.tls, "server.tls")?)),
             false => None,
         };
+        let api_tls = match config.api.enabled && config.api.tls.enabled {
+            true => Some(Arc::new(Tls::load(&config.api.tls, "api.tls")?)),
+            false => None,
+        };
         let mut listeners: Vec<_> = socks_tcp.into_iter().map(|l| (l, tls.clone())).collect();
         let mut plain_addr = None;
         if let Some(addr) = config.server.plain_bind {
@@ -135,7 +139,9 @@ impl App {
             &phases,
             &telemetry,
         );
-        let metrics = Arc::new(Metrics::new(connector.pool().cloned(), &phases));
+        let mut metrics = Metrics::new(connector.pool().cloned(), &phases);
+        metrics.report_tls([&tls, &api_tls].into_iter().flatten().cloned().collect());
+        let metrics = Arc::new(metrics);
         let access = Arc::new(Access::new(
             &config.acl,
             acl_rules,
@@ -173,6 +179,7 @@ impl App {
             external_address: config.server.external_address,
             bind_timeout: config.server.bind_timeout(),
             udp_idle_timeout: config.server.udp_idle_timeout(),
+            certificate_user: config.auth.certificate_user,
             telemetry: telemetry.clone(),
             metrics: Arc::clone(&metrics),
             sessions: sessions.clone(),
@@ -189,20 +196,27 @@ impl App {
                 token: api_token,
             };
             let shutdown = CancellationToken::new();
-            let task = tokio::spawn(api::serve(tcp, deps, shutdown.clone()));
+            let task = tokio::spawn(api::serve(tcp, deps, shutdown.clone(), api_tls.clone()));
             tracing::info!(api = %addr, "management API ready");
             (shutdown, task)
         });
         let server = server::start(listeners, ctx, &config.server).map_err(StartError::Threads)?;
         let watch = tokio::spawn(reload::watch_acl_file(acl.clone()));
-        let watch_tls = tls
-            .clone()
-            .map(|tls| tokio::spawn(reload::watch_tls_files(tls, telemetry.clone())));
+        // Each TLS configuration (SOCKS listener, API) watches its own files.
+        let tls: Vec<_> = [tls, api_tls]
+            .into_iter()
+            .flatten()
+            .map(|tls| {
+                let watch =
+                    tokio::spawn(reload::watch_tls_files(Arc::clone(&tls), telemetry.clone()));
+                (tls, watch)
+            })
+            .collect();
         tracing::info!(socks = %socks_addr, "SOCKS listener ready");
         Ok(Running {
             acl,
             watch,
-            tls: tls.zip(watch_tls),
+            tls,
             socks_addr,
             api_addr,
             pool,
@@ -232,8 +246,9 @@ pub struct Running {
     acl: AclControl,
     /// Polls `acl.file` for changes.
     watch: JoinHandle<()>,
-    /// With TLS: the configuration in force, and the task that polls its files.
-    tls: Option<(Arc<Tls>, JoinHandle<()>)>,
+    /// Each TLS configuration in force (SOCKS, API), and the task that polls its
+    /// files.
+    tls: Vec<(Arc<Tls>, JoinHandle<()>)>,
     socks_addr: SocketAddr,
     api_addr: Option<SocketAddr>,
     pool: Option<ConnectionPool>,
@@ -269,20 +284,24 @@ impl Running {
         self.acl.reload(trigger)
     }
 
-    /// Loads the TLS certificate, key and client CAs again, when TLS is on; the
-    /// ones in force stay if the new files cannot be used.
+    /// Loads every TLS certificate, key and client CA file again (SOCKS and API);
+    /// a configuration whose new files cannot be used stays as it was. The first
+    /// failure is returned after all were tried.
     pub fn reload_tls(&self, trigger: &str) -> Result<(), crate::tls::TlsError> {
-        match &self.tls {
-            Some((tls, _)) => reload::reload_tls(tls, &self.telemetry, trigger),
-            None => Ok(()),
+        let mut first = Ok(());
+        for (tls, _) in &self.tls {
+            if let Err(e) = reload::reload_tls(tls, &self.telemetry, trigger) {
+                first = first.and(Err(e));
+            }
         }
+        first
     }
 
     /// Stops the SOCKS server (see `server::Running::shutdown`), then writes every
     /// queued session record, then stops the API (last, so it can be watched).
     pub async fn shutdown(self) -> ShutdownReport {
         self.watch.abort();
-        if let Some((_, watch)) = &self.tls {
+        for (_, watch) in &self.tls {
             watch.abort();
         }
         let report = self.server.shutdown().await;

@@ -6,6 +6,7 @@
 //! their labels in `docs/metrics.md`. No label takes unbounded values.
 
 use std::fmt;
+use std::sync::Arc;
 
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
@@ -16,6 +17,7 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
 use crate::connector::ConnectionPool;
+use crate::tls::Tls;
 
 /// A label set of one `&'static str` pair: values come from fixed lists.
 pub type Label = [(&'static str, &'static str); 1];
@@ -33,7 +35,7 @@ const REJECT_REASONS: &[&str] = &[
     "acl",
     "private_destination",
 ];
-const HANDSHAKE_REASONS: &[&str] = &["timeout", "malformed", "client_closed", "io_error"];
+const HANDSHAKE_REASONS: &[&str] = &["timeout", "malformed", "client_closed", "io_error", "tls"];
 const DIRECTIONS: &[&str] = &["client_to_upstream", "upstream_to_client"];
 const UDP_DROPS: &[&str] = &[
     "foreign_source",
@@ -106,7 +108,7 @@ pub struct Metrics {
     /// socks4_needs_auth | command_not_supported | per_ip_limit | own_address |
     /// auth_throttled.
     pub connections_rejected: Family<Label, Counter>,
-    /// reason = timeout | malformed | client_closed | io_error.
+    /// reason = timeout | malformed | client_closed | io_error | tls.
     pub handshake_failures: Family<Label, Counter>,
     pub auth_failures: Counter,
     /// Logins from addresses with recent failures that were held back before their
@@ -314,6 +316,39 @@ impl Metrics {
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+impl Metrics {
+    /// Adds `tls_certificate_expiry_seconds{listener}` for each TLS configuration,
+    /// read at scrape time (a reload changes it).
+    pub fn report_tls(&mut self, tls: Vec<Arc<Tls>>) {
+        if !tls.is_empty() {
+            self.registry
+                .register_collector(Box::new(TlsCollector { tls }));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct TlsCollector {
+    tls: Vec<Arc<Tls>>,
+}
+
+impl Collector for TlsCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let mut family = encoder.encode_descriptor(
+            "tls_certificate_expiry_seconds",
+            "When the certificate in force expires (Unix time), by listener (server, api).",
+            None,
+            prometheus_client::metrics::MetricType::Gauge,
+        )?;
+        for tls in &self.tls {
+            let labels = [("listener", tls.listener())];
+            let g = ConstGauge::new(tls.expires());
+            g.encode(family.encode_family(&labels)?)?;
+        }
+        Ok(())
     }
 }
 

@@ -119,6 +119,8 @@ pub enum Signal {
     },
     /// The TLS certificate and key (and client CAs) were loaded again.
     TlsReloaded { trigger: String },
+    /// A TLS certificate in force expires soon (or has expired).
+    TlsCertificateExpiring { listener: String, days_left: i64 },
     /// New TLS files could not be used: the ones in force stay.
     TlsReloadFailed {
         trigger: String,
@@ -441,6 +443,18 @@ fn event(next_id: &mut u64, signal: Signal) -> Event {
             Category::Access,
             format!("access rules not reloaded ({trigger}); the rules in force stay: {error}"),
             json!({ "trigger": trigger, "keys": keys, "error": error }),
+        ),
+        Signal::TlsCertificateExpiring {
+            listener,
+            days_left,
+        } => (
+            Severity::Warning,
+            Category::Config,
+            match days_left {
+                d if d < 0 => format!("the TLS certificate of the {listener} listener has expired"),
+                d => format!("the TLS certificate of the {listener} listener expires in {d} day(s); replace the file (it is reloaded when it changes)"),
+            },
+            json!({ "listener": listener, "days_left": days_left }),
         ),
         Signal::TlsReloaded { trigger } => (
             Severity::Info,

@@ -8,6 +8,7 @@
 //! force.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
@@ -17,7 +18,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{RootCertStore, ServerConfig};
 
-use crate::config::{TlsSection, TlsVersion};
+use crate::config::{CertificateUser, TlsSection, TlsVersion};
 
 /// A file of the TLS configuration that could not be used, named by its key.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,6 +43,11 @@ impl TlsError {
 /// The rustls configuration for `section`, whose keys start with `prefix`
 /// (`server.tls`). Every problem names its key and file.
 pub fn server_config(section: &TlsSection, prefix: &str) -> Result<Arc<ServerConfig>, TlsError> {
+    build(section, prefix).map(|(config, _)| config)
+}
+
+/// `server_config`, and when the server's certificate expires (Unix seconds).
+fn build(section: &TlsSection, prefix: &str) -> Result<(Arc<ServerConfig>, i64), TlsError> {
     let key = |name: &str| format!("{prefix}.{name}");
     let missing = |name: &str| TlsError {
         key: key(name),
@@ -57,6 +63,13 @@ pub fn server_config(section: &TlsSection, prefix: &str) -> Result<Arc<ServerCon
         .as_deref()
         .ok_or_else(|| missing("private_key"))?;
     let chain = certificates(cert_path, key("certificate"))?;
+    let expires = not_after(&chain[0]).ok_or_else(|| {
+        TlsError::new(
+            key("certificate"),
+            cert_path,
+            "its first certificate is not a valid X.509 certificate",
+        )
+    })?;
     let private_key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| {
         TlsError::new(
             key("private_key"),
@@ -108,7 +121,47 @@ pub fn server_config(section: &TlsSection, prefix: &str) -> Result<Arc<ServerCon
         )
     })?;
     config.alpn_protocols = section.alpn.iter().map(|p| p.as_bytes().to_vec()).collect();
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), expires))
+}
+
+/// When `der` (one X.509 certificate) stops being valid, as Unix seconds.
+fn not_after(der: &[u8]) -> Option<i64> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    Some(cert.validity().not_after.timestamp())
+}
+
+/// Longest user name taken from a certificate: what RFC 1929 can carry, so that
+/// the same rules and records work for both kinds of user.
+const MAX_USER: usize = 255;
+
+/// The user that `field` names in the client certificate `der` (verified by the
+/// handshake already); None if the certificate has no such name, or one that is
+/// empty, too long or holds control characters.
+pub fn certificate_user(der: &[u8], field: CertificateUser) -> Option<String> {
+    use x509_parser::extensions::GeneralName;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let name = match field {
+        CertificateUser::SubjectCn => cert
+            .subject()
+            .iter_common_name()
+            .next()?
+            .as_str()
+            .ok()?
+            .to_owned(),
+        CertificateUser::SanEmail | CertificateUser::SanDns => {
+            let san = cert.subject_alternative_name().ok()??;
+            san.value
+                .general_names
+                .iter()
+                .find_map(|n| match (field, n) {
+                    (CertificateUser::SanEmail, GeneralName::RFC822Name(s))
+                    | (CertificateUser::SanDns, GeneralName::DNSName(s)) => Some((*s).to_owned()),
+                    _ => None,
+                })?
+        }
+    };
+    let usable = !name.is_empty() && name.len() <= MAX_USER && !name.chars().any(char::is_control);
+    usable.then_some(name)
 }
 
 /// Every certificate in the PEM file at `path`; at least one.
@@ -143,18 +196,30 @@ pub struct Tls {
     section: TlsSection,
     prefix: String,
     current: ArcSwap<ServerConfig>,
+    /// When the certificate in force expires, Unix seconds.
+    expires: AtomicI64,
     /// Modification time and length of each file when last loaded: a change is
     /// seen by polling these (no watcher thread).
     stamps: Mutex<Vec<Option<(SystemTime, u64)>>>,
 }
 
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls")
+            .field("listener", &self.listener())
+            .field("expires", &self.expires())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Tls {
     pub fn load(section: &TlsSection, prefix: &str) -> Result<Self, TlsError> {
-        let config = server_config(section, prefix)?;
+        let (config, expires) = build(section, prefix)?;
         let tls = Self {
             section: section.clone(),
             prefix: prefix.to_owned(),
             current: ArcSwap::new(config),
+            expires: AtomicI64::new(expires),
             stamps: Mutex::new(Vec::new()),
         };
         *tls.stamps.lock().unwrap_or_else(PoisonError::into_inner) = tls.stamp();
@@ -199,8 +264,75 @@ impl Tls {
 
     /// Loads the files again; on error the configuration in force stays.
     pub fn reload(&self) -> Result<(), TlsError> {
-        let config = server_config(&self.section, &self.prefix)?;
+        let (config, expires) = build(&self.section, &self.prefix)?;
         self.current.store(config);
+        self.expires.store(expires, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// When the certificate in force expires, Unix seconds.
+    pub fn expires(&self) -> i64 {
+        self.expires.load(Ordering::Relaxed)
+    }
+
+    /// Which listener this configuration is for: the key prefix without `.tls`
+    /// (`server`, `api`).
+    pub fn listener(&self) -> &str {
+        self.prefix.strip_suffix(".tls").unwrap_or(&self.prefix)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A self-signed certificate with CN carol, SAN DNS carol.example and SAN
+    /// e-mail carol@example.org, valid until 2126 (made once with openssl).
+    fn fixture() -> Vec<u8> {
+        let pem = include_bytes!("../tests/data/client-names.pem");
+        CertificateDer::from_pem_slice(pem).unwrap().to_vec()
+    }
+
+    #[test]
+    fn each_configured_name_of_a_certificate_can_be_the_user() {
+        let der = fixture();
+        let user = |field| certificate_user(&der, field);
+        assert_eq!(user(CertificateUser::SubjectCn).as_deref(), Some("carol"));
+        assert_eq!(
+            user(CertificateUser::SanEmail).as_deref(),
+            Some("carol@example.org")
+        );
+        assert_eq!(
+            user(CertificateUser::SanDns).as_deref(),
+            Some("carol.example")
+        );
+    }
+
+    #[test]
+    fn expiry_is_read_from_the_certificate() {
+        // notAfter = 2126-11-07 11:08:23 UTC.
+        assert_eq!(not_after(&fixture()), Some(4_949_723_303));
+    }
+
+    proptest::proptest! {
+        /// Whatever the bytes, no name and no panic unless they are a certificate.
+        #[test]
+        fn arbitrary_bytes_name_no_user(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..512)) {
+            for field in [CertificateUser::SubjectCn, CertificateUser::SanEmail, CertificateUser::SanDns] {
+                proptest::prop_assert_eq!(certificate_user(&bytes, field), None);
+            }
+        }
+
+        /// A real certificate cut short or with one byte changed never panics.
+        #[test]
+        fn damaged_certificates_do_not_panic(cut in 0usize..600, at in 0usize..600, byte in proptest::num::u8::ANY) {
+            let mut der = fixture();
+            if at < der.len() {
+                der[at] = byte;
+            }
+            der.truncate(cut.min(der.len()));
+            let _ = certificate_user(&der, CertificateUser::SubjectCn);
+            let _ = not_after(&der);
+        }
     }
 }

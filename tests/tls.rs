@@ -395,6 +395,143 @@ async fn a_replaced_certificate_is_reloaded_without_dropping_tunnels() {
     assert_eq!(echo_within(&mut after, echo).await.unwrap(), b"over tls");
 }
 
+/// `[api.tls]`: the management API and the dashboard over HTTPS, checked with
+/// curl trusting the test CA; plain HTTP to that port gets no answer.
+#[tokio::test]
+async fn the_api_and_dashboard_are_served_over_https() {
+    let pki = Pki::new();
+    let api_tls = format!(
+        "[api.tls]\nenabled = true\ncertificate = \"{}\"\nprivate_key = \"{}\"\n",
+        pki.path("server.pem").display(),
+        pki.path("server.key").display()
+    );
+    let proxy = Proxy::start(&config("", &api_tls));
+    let api = proxy.api.expect("the API is on");
+    let resolve = format!("localhost:{}:127.0.0.1", api.port());
+    let https = |path: &str| format!("https://localhost:{}{path}", api.port());
+    let ca = pki.path("ca.pem").display().to_string();
+    let args = || {
+        vec![
+            "--cacert".to_owned(),
+            ca.clone(),
+            "--resolve".to_owned(),
+            resolve.clone(),
+        ]
+    };
+    let health = common::curl::fetch(args(), https("/health")).await;
+    assert_eq!(health.exit, 0, "{}", health.stderr);
+    assert!(
+        String::from_utf8_lossy(&health.body).contains("ok"),
+        "{health:?}"
+    );
+    let dashboard = common::curl::fetch(args(), https("/")).await;
+    assert_eq!(dashboard.exit, 0, "{}", dashboard.stderr);
+    assert!(
+        String::from_utf8_lossy(&dashboard.body).contains("<html"),
+        "{dashboard:?}"
+    );
+    // Without the CA curl does not trust the certificate; over plain HTTP there is
+    // no HTTP answer at all.
+    let untrusted = common::curl::fetch(
+        vec!["--resolve".to_owned(), resolve.clone()],
+        https("/health"),
+    )
+    .await;
+    assert_ne!(untrusted.exit, 0);
+    let plain = common::curl::fetch(vec![], format!("http://{api}/health")).await;
+    assert_ne!(plain.exit, 0, "plain HTTP answered: {plain:?}");
+}
+
+/// `auth.socks_method = "certificate"`: the client certificate's CN is the user the
+/// access rules see. Rules allow alice only; bob, from the same CA, is refused
+/// by the rules (reply 2), not by TLS.
+#[tokio::test]
+async fn the_client_certificate_names_the_user() {
+    let pki = Pki::new();
+    let echo = upstream::echo();
+    let extra = format!(
+        "client_ca = \"{}\"\nrequire_client_certificate = true\n\
+         [auth]\nsocks_method = \"certificate\"\n\
+         [acl]\ndefault_policy = \"block\"\n\
+         [[acl.rules]]\naction = \"allow\"\nusers = [\"alice\"]\n",
+        pki.path("ca.pem").display()
+    );
+    let proxy = Proxy::start(&config("", &tls_section(&pki, &extra)));
+    let mut alice = tls_connect(proxy.addr, &pki, Some("alice")).await.unwrap();
+    assert_eq!(echo_within(&mut alice, echo).await.unwrap(), b"over tls");
+    let mut bob = tls_connect(proxy.addr, &pki, Some("bob")).await.unwrap();
+    let refused = echo_within(&mut bob, echo).await.unwrap_err();
+    assert!(refused.to_string().contains("reply code 2"), "{refused}");
+    assert!(
+        proxy.wait_for_log(r#""user":"Some(\"alice\")""#),
+        "{}",
+        proxy.log()
+    );
+}
+
+/// A certificate without the configured name (alice's has no e-mail SAN) gets
+/// "no acceptable method", not a session as nobody.
+#[tokio::test]
+async fn a_certificate_without_the_configured_name_gets_no_method() {
+    let pki = Pki::new();
+    let echo = upstream::echo();
+    let extra = format!(
+        "client_ca = \"{}\"\nrequire_client_certificate = true\n\
+         [auth]\nsocks_method = \"certificate\"\ncertificate_user = \"san_email\"\n",
+        pki.path("ca.pem").display()
+    );
+    let proxy = Proxy::start(&config("", &tls_section(&pki, &extra)));
+    let mut alice = tls_connect(proxy.addr, &pki, Some("alice")).await.unwrap();
+    let refused = echo_within(&mut alice, echo).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("method reply [5, 255]"),
+        "{refused}"
+    );
+}
+
+/// The certificate's expiry is a metric, and one within 14 days (the test
+/// certificates last 2) is a warning event at start.
+#[tokio::test]
+async fn certificate_expiry_is_a_metric_and_a_warning() {
+    let pki = Pki::new();
+    let proxy = Proxy::start(&config("", &tls_section(&pki, "")));
+    assert!(
+        proxy.wait_for_log("TLS certificate expires soon"),
+        "{}",
+        proxy.log()
+    );
+    let metrics = common::http::get(proxy.api.unwrap(), "/metrics", None).await;
+    let text = metrics.text();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("rustsocks_tls_certificate_expiry_seconds{listener=\"server\"}"))
+        .unwrap_or_else(|| panic!("no expiry metric:\n{text}"))
+        .to_owned();
+    let expires: i64 = line.rsplit(' ').next().unwrap().parse().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    // `openssl -days 2`: two days from when the test made it, give or take.
+    let left = expires - now;
+    assert!(
+        (86_400..=2 * 86_400 + 60).contains(&left),
+        "{line}: {left} s left"
+    );
+    let events = common::http::get(proxy.api.unwrap(), "/api/telemetry/events", None).await;
+    let events = events.json();
+    let warning = events["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["details"]["listener"] == "server")
+        .unwrap_or_else(|| panic!("no expiry event: {events}"));
+    assert_eq!(warning["severity"], "warning");
+    // Rounded down to whole days: 1, or 2 when openssl's notAfter rounds up.
+    let days = warning["details"]["days_left"].as_i64().unwrap();
+    assert!((1..=2).contains(&days), "{warning}");
+}
+
 #[test]
 fn tls_files_that_cannot_be_used_are_named_by_key_before_start() {
     let pki = Pki::new();

@@ -104,11 +104,13 @@ fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` until `shutdown` is cancelled.
+/// Serves the API on `listener` (over TLS when `tls` is given) until `shutdown` is
+/// cancelled.
 pub async fn serve(
     listener: TcpListener,
     deps: ApiDeps,
     shutdown: CancellationToken,
+    tls: Option<Arc<crate::tls::Tls>>,
 ) -> std::io::Result<()> {
     let state = ApiState {
         inner: Arc::new(StateInner {
@@ -117,7 +119,7 @@ pub async fn serve(
             shutdown: shutdown.clone(),
         }),
     };
-    serve::run(listener, router(state), shutdown).await
+    serve::run(listener, router(state), shutdown, tls).await
 }
 
 /// Without a token: the Host check, on every route. With one: the token, on every

@@ -1,4 +1,5 @@
-//! The API's HTTP/1.1 connection loop: accepts connections, serves each with hyper
+//! The API's HTTP/1.1 connection loop: accepts connections (and does the TLS
+//! handshake with `[api.tls]`), serves each with hyper
 //! under a request-head limit, and at shutdown lets every connection finish the
 //! response it is writing before the loop returns.
 //!
@@ -9,6 +10,7 @@
 
 use std::io;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -18,6 +20,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+
+use crate::tls::Tls;
 
 /// Largest request head (request line and headers) the API reads.
 pub const MAX_HEAD_BYTES: usize = 16 * 1024;
@@ -35,6 +39,7 @@ pub async fn run(
     listener: TcpListener,
     router: Router,
     shutdown: CancellationToken,
+    tls: Option<Arc<Tls>>,
 ) -> io::Result<()> {
     let connections = TaskTracker::new();
     loop {
@@ -51,21 +56,19 @@ pub async fn run(
         };
         let service = TowerToHyperService::new(router.clone());
         let shutdown = shutdown.clone();
+        let tls = tls.as_ref().map(|t| t.acceptor());
         connections.spawn(async move {
-            let mut builder = http1::Builder::new();
-            builder.max_header_size(MAX_HEAD_BYTES);
-            builder.timer(hyper_util::rt::TokioTimer::new());
-            builder.header_read_timeout(HEADER_READ_TIMEOUT);
-            let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
-            let result = tokio::select! {
-                result = conn.as_mut() => result,
-                _ = shutdown.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
+            let Some(acceptor) = tls else {
+                return serve_connection(stream, service, shutdown).await;
             };
-            if let Err(error) = result {
-                tracing::debug!(%error, "management API connection ended with an error");
+            // The handshake has the request head's bound: a client that opens a
+            // connection and stalls holds it no longer either way.
+            match tokio::time::timeout(HEADER_READ_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(stream, service, shutdown).await,
+                Ok(Err(error)) => {
+                    tracing::debug!(%error, "management API: TLS handshake failed");
+                }
+                Err(_) => tracing::debug!("management API: TLS handshake timed out"),
             }
         });
     }
@@ -73,4 +76,28 @@ pub async fn run(
     connections.close();
     connections.wait().await;
     Ok(())
+}
+
+async fn serve_connection<S>(
+    stream: S,
+    service: TowerToHyperService<Router>,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let mut builder = http1::Builder::new();
+    builder.max_header_size(MAX_HEAD_BYTES);
+    builder.timer(hyper_util::rt::TokioTimer::new());
+    builder.header_read_timeout(HEADER_READ_TIMEOUT);
+    let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
+    let result = tokio::select! {
+        result = conn.as_mut() => result,
+        _ = shutdown.cancelled() => {
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(error) = result {
+        tracing::debug!(%error, "management API connection ended with an error");
+    }
 }

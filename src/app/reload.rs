@@ -54,10 +54,43 @@ pub(super) async fn watch_acl_file(acl: AclControl) {
     }
 }
 
+/// A certificate that expires within this raises a warning event: at start, after
+/// each reload, and once a day while it lasts.
+const EXPIRY_WARNING_SECS: i64 = 14 * 86_400;
+const EXPIRY_CHECK_POLLS: u32 = 86_400;
+
+/// Warns (log and event) when the certificate in force expires within
+/// `EXPIRY_WARNING_SECS`.
+pub(super) fn warn_if_expiring(tls: &Tls, telemetry: &Telemetry) {
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let left = tls.expires() - now;
+    if left < EXPIRY_WARNING_SECS {
+        let days_left = left.div_euclid(86_400);
+        tracing::warn!(
+            listener = tls.listener(),
+            days_left,
+            "TLS certificate expires soon"
+        );
+        telemetry.emit(Signal::TlsCertificateExpiring {
+            listener: tls.listener().to_owned(),
+            days_left,
+        });
+    }
+}
+
 /// Runs until aborted: reloads the TLS configuration when one of its files changes.
 pub(super) async fn watch_tls_files(tls: Arc<Tls>, telemetry: Telemetry) {
+    warn_if_expiring(&tls, &telemetry);
+    let mut polls = 0u32;
     loop {
         tokio::time::sleep(POLL).await;
+        polls += 1;
+        if polls == EXPIRY_CHECK_POLLS {
+            polls = 0;
+            warn_if_expiring(&tls, &telemetry);
+        }
         if tls.changed() {
             let (tls, telemetry) = (Arc::clone(&tls), telemetry.clone());
             let _ = tokio::task::spawn_blocking(move || {
@@ -77,6 +110,7 @@ pub(super) fn reload_tls(tls: &Tls, telemetry: &Telemetry, trigger: &str) -> Res
             telemetry.emit(Signal::TlsReloaded {
                 trigger: trigger.to_owned(),
             });
+            warn_if_expiring(tls, telemetry);
             Ok(())
         }
         Err(e) => {

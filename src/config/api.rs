@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use super::Secret;
+use super::{Secret, TlsSection};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -19,6 +19,8 @@ pub struct ApiConfig {
     pub token: Option<Secret>,
     /// File holding the token (trailing newline ignored), instead of `token`.
     pub token_file: Option<PathBuf>,
+    /// HTTPS: the API (and the dashboard) over TLS.
+    pub tls: TlsSection,
 }
 
 impl Default for ApiConfig {
@@ -29,6 +31,7 @@ impl Default for ApiConfig {
             port: 9090,
             token: None,
             token_file: None,
+            tls: TlsSection::default(),
         }
     }
 }

@@ -16,6 +16,9 @@ pub struct AuthConfig {
     /// The longest hold-back; also the spacing of attempts from an address that
     /// keeps failing, however many connections it opens.
     pub login_backoff_max_ms: u64,
+    /// With `socks_method = "certificate"`: which name of the client certificate
+    /// is the user.
+    pub certificate_user: CertificateUser,
 }
 
 impl Default for AuthConfig {
@@ -26,6 +29,7 @@ impl Default for AuthConfig {
             login_failures_before_backoff: 3,
             login_backoff_ms: 250,
             login_backoff_max_ms: 5_000,
+            certificate_user: CertificateUser::SubjectCn,
         }
     }
 }
@@ -49,6 +53,23 @@ pub enum SocksMethod {
     /// RFC 1929 username/password (method 0x02). SOCKS4, which cannot carry a
     /// password, is refused.
     Userpass,
+    /// The client certificate of the TLS connection names the user
+    /// (`certificate_user`); SOCKS5 clients offer method 0x00, SOCKS4 clients are
+    /// accepted. Needs `[server.tls]` with required client certificates.
+    Certificate,
+}
+
+/// `auth.certificate_user`: the name of a client certificate that is the user.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CertificateUser {
+    /// The subject's common name (CN).
+    #[default]
+    SubjectCn,
+    /// The first e-mail address among the subject alternative names.
+    SanEmail,
+    /// The first DNS name among the subject alternative names.
+    SanDns,
 }
 
 /// One `[[auth.users]]` entry: exactly one of `password` and `password_hash`.

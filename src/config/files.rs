@@ -19,11 +19,16 @@ pub(super) fn problems(config: &Config, out: &mut Vec<Problem>) {
     if config.sessions.enabled {
         database_problems(config, out);
     }
-    if config.server.tls.enabled {
-        // Loads the files as start-up will: a certificate that does not go with its
-        // key is found by `check-config` too.
-        if let Err(e) = crate::tls::server_config(&config.server.tls, "server.tls") {
-            out.push(Problem::new(e.key, format!("\"{}\"", e.path), e.why));
+    // Loads the files as start-up will: a certificate that does not go with its
+    // key is found by `check-config` too.
+    for (section, prefix) in [
+        (&config.server.tls, "server.tls"),
+        (&config.api.tls, "api.tls"),
+    ] {
+        if section.enabled {
+            if let Err(e) = crate::tls::server_config(section, prefix) {
+                out.push(Problem::new(e.key, format!("\"{}\"", e.path), e.why));
+            }
         }
     }
 }

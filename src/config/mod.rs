@@ -27,7 +27,7 @@ pub use acl::{
     AclConfig, AclRules, Action, Destination, Net, PortRange, Rule,
 };
 pub use api::{ApiConfig, TelemetryConfig};
-pub use auth::{AuthConfig, Secret, SocksMethod, UserEntry};
+pub use auth::{AuthConfig, CertificateUser, Secret, SocksMethod, UserEntry};
 pub use dns::{DnsConfig, ResolverKind};
 pub use logging::{LogFormat, LogLevel, LoggingConfig};
 pub use ports::PortsUnchecked;

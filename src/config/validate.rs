@@ -122,12 +122,36 @@ pub(super) fn problems(config: &Config) -> (Vec<Problem>, Option<AclRules>) {
 
 fn tls_problems(config: &Config, out: &mut Vec<Problem>) {
     let s = &config.server;
-    if s.tls.require_client_certificate && s.tls.client_ca.is_none() {
-        out.push(Problem::new(
-            "server.tls.require_client_certificate",
-            true,
-            "server.tls.client_ca to be set: the CAs whose client certificates are accepted",
-        ));
+    for (section, prefix) in [(&s.tls, "server.tls"), (&config.api.tls, "api.tls")] {
+        if section.require_client_certificate && section.client_ca.is_none() {
+            out.push(Problem::new(
+                format!("{prefix}.require_client_certificate"),
+                true,
+                format!(
+                    "{prefix}.client_ca to be set: the CAs whose client certificates are accepted"
+                ),
+            ));
+        }
+    }
+    if config.auth.socks_method == SocksMethod::Certificate {
+        let mutual = s.tls.enabled && s.tls.client_ca.is_some() && s.tls.require_client_certificate;
+        if !mutual {
+            out.push(Problem::new(
+                "auth.socks_method",
+                "\"certificate\"",
+                "server.tls.enabled = true with server.tls.client_ca and \
+                 server.tls.require_client_certificate = true: the user is the client \
+                 certificate's name",
+            ));
+        }
+        if let Some(plain) = s.plain_bind {
+            out.push(Problem::new(
+                "server.plain_bind",
+                format!("\"{plain}\""),
+                "no plain listener while auth.socks_method = \"certificate\": its clients \
+                 have no certificate to name them",
+            ));
+        }
     }
     if let Some(plain) = s.plain_bind {
         if !s.tls.enabled {
@@ -424,6 +448,13 @@ pub(super) fn warnings(config: &Config) -> Vec<String> {
     if auth.socks_method == SocksMethod::None && !auth.users.is_empty() {
         out.push(
             "auth.users is set but auth.socks_method = \"none\": the users are ignored".into(),
+        );
+    }
+    if auth.socks_method == SocksMethod::Certificate && !auth.users.is_empty() {
+        out.push(
+            "auth.users is set but auth.socks_method = \"certificate\": users are named by \
+             their certificates, and the entries are ignored"
+                .into(),
         );
     }
     for user in auth.users.iter().filter(|u| u.password.is_some()) {

@@ -15,7 +15,7 @@ use super::outcome::{self, Outcome, Refusal};
 use super::relay::RelayError;
 use super::Context;
 use crate::access::Check;
-use crate::config::AclCommand;
+use crate::config::{AclCommand, CertificateUser, SocksMethod};
 use crate::protocol::socks5::{Command, ReplyCode};
 use crate::session::{ActiveSession, Opening};
 use crate::tls::Tls;
@@ -149,24 +149,32 @@ async fn run(
     // One bound for the TLS handshake and the SOCKS one together: a client cannot
     // double its time by being slow in both.
     let deadline = tokio::time::Instant::now() + ctx.handshake_timeout;
+    let mut certified = None;
     let mut client = match tls {
         None => ClientStream::Plain(client),
         Some(tls) => {
             let tcp = Arc::new(client);
-            let accept = tls.acceptor().accept(SharedTcp(Arc::clone(&tcp)));
+            // Boxed: the handshake's state is kilobytes, and inline it would size
+            // every connection's task for its whole life.
+            let accept = Box::pin(tls.acceptor().accept(SharedTcp(Arc::clone(&tcp))));
             let accepted = tokio::select! {
                 r = tokio::time::timeout_at(deadline, accept) => r,
                 () = cancel.cancelled() => return Outcome::Shutdown,
             };
             match accepted {
-                Ok(Ok(stream)) => ClientStream::tls(tcp, stream),
+                Ok(Ok(stream)) => {
+                    if ctx.auth.method() == SocksMethod::Certificate {
+                        certified = certified_user(&stream, ctx.certificate_user);
+                    }
+                    ClientStream::tls(tcp, stream)
+                }
                 Ok(Err(e)) => return Outcome::of_handshake(ConnError::Tls(e), peer),
                 Err(_) => return Outcome::of_handshake(ConnError::HandshakeTimeout, peer),
             }
         }
     };
     let negotiated = tokio::select! {
-        r = tokio::time::timeout_at(deadline, handshake::negotiate(&mut client, peer.ip(), &ctx.auth)) => r,
+        r = tokio::time::timeout_at(deadline, handshake::negotiate(&mut client, peer.ip(), &ctx.auth, certified.as_deref())) => r,
         () = cancel.cancelled() => return Outcome::Shutdown,
     };
     let req = match negotiated {
@@ -196,4 +204,14 @@ async fn run(
             }
         }
     }
+}
+
+/// The user the client's verified certificate names (see `auth.certificate_user`);
+/// None if it presented none or the name is missing or unusable.
+fn certified_user(
+    stream: &tokio_rustls::server::TlsStream<SharedTcp>,
+    field: CertificateUser,
+) -> Option<String> {
+    let leaf = stream.get_ref().1.peer_certificates()?.first()?;
+    crate::tls::certificate_user(leaf, field)
 }

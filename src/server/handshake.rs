@@ -116,20 +116,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<'_, S> {
     }
 }
 
-/// Runs the handshake on `stream`, from a client at `client`.
+/// Runs the handshake on `stream`, from a client at `client`. `certified` is the
+/// user named by the client's verified TLS certificate, if any: with
+/// `socks_method = "certificate"` it is the user, and a client without one is
+/// refused.
 pub async fn negotiate<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     client: IpAddr,
     auth: &Authenticator,
+    certified: Option<&str>,
 ) -> Result<Negotiated, HandshakeError> {
+    // Only the certificate method takes its user from the certificate.
+    let certified = match auth.method() {
+        SocksMethod::Certificate => certified.map(str::to_owned),
+        _ => None,
+    };
     let mut conn = Conn {
         stream,
         buf: BytesMut::with_capacity(512),
     };
     conn.fill().await?;
     match conn.buf[0] {
-        socks5::VERSION => socks5_handshake(&mut conn, client, auth).await,
-        socks4::VERSION => socks4_handshake(&mut conn, auth).await,
+        socks5::VERSION => socks5_handshake(&mut conn, client, auth, certified).await,
+        socks4::VERSION => socks4_handshake(&mut conn, auth, certified).await,
         other => Err(ProtocolError::UnsupportedVersion(other).into()),
     }
 }
@@ -138,6 +147,7 @@ async fn socks5_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<'_, S>,
     client: IpAddr,
     auth: &Authenticator,
+    certified: Option<String>,
 ) -> Result<Negotiated, HandshakeError> {
     let no_acceptable = MethodSelection(Method::NO_ACCEPTABLE).to_bytes();
     let greeting = match conn.read::<Greeting>().await {
@@ -148,17 +158,20 @@ async fn socks5_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         other => other?,
     };
     let method = match auth.method() {
-        SocksMethod::None => Method::NO_AUTH,
+        SocksMethod::None | SocksMethod::Certificate => Method::NO_AUTH,
         SocksMethod::Userpass => Method::USER_PASS,
     };
-    if !greeting.offers(method) {
+    // With the certificate method, a client whose certificate names no user has
+    // no method it could use.
+    let unnamed = auth.method() == SocksMethod::Certificate && certified.is_none();
+    if !greeting.offers(method) || unnamed {
         conn.send(&no_acceptable).await?;
         return Err(HandshakeError::NoAcceptableMethod);
     }
     conn.send(&MethodSelection(method).to_bytes()).await?;
     let user = match method {
         Method::USER_PASS => Some(authenticate(conn, client, auth).await?),
-        _ => None,
+        _ => certified,
     };
     let request = match conn.read::<Request>().await {
         Err(HandshakeError::Protocol(e)) => {
@@ -210,6 +223,7 @@ async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
 async fn socks4_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     conn: &mut Conn<'_, S>,
     auth: &Authenticator,
+    certified: Option<String>,
 ) -> Result<Negotiated, HandshakeError> {
     let rejected = socks4::Reply::rejected().to_bytes();
     let request = match conn.read::<socks4::Request>().await {
@@ -219,8 +233,10 @@ async fn socks4_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         }
         other => other?,
     };
-    // SOCKS4 carries no password; accepting it would bypass authentication.
-    if auth.method() == SocksMethod::Userpass {
+    // SOCKS4 carries no password; accepting it would bypass authentication. With
+    // the certificate method it is the certificate that must name the user.
+    let unnamed = auth.method() == SocksMethod::Certificate && certified.is_none();
+    if auth.method() == SocksMethod::Userpass || unnamed {
         conn.send(&rejected).await?;
         return Err(HandshakeError::Socks4NeedsAuth);
     }
@@ -228,14 +244,18 @@ async fn socks4_handshake<S: AsyncRead + AsyncWrite + Unpin>(
         socks4::Command::Connect => Command::Connect,
         socks4::Command::Bind => Command::Bind,
     };
-    let user = (!request.user_id.is_empty())
-        .then(|| String::from_utf8_lossy(&request.user_id).into_owned());
+    // A certificate names the user; a SOCKS4 user id is only a claim.
+    let authenticated = certified.is_some();
+    let user = certified.or_else(|| {
+        (!request.user_id.is_empty())
+            .then(|| String::from_utf8_lossy(&request.user_id).into_owned())
+    });
     Ok(Negotiated {
         version: Version::Socks4,
         command,
         dest: request.dest,
         user,
-        authenticated: false,
+        authenticated,
         early_data: conn.buf.split().freeze(),
     })
 }

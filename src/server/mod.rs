@@ -48,6 +48,8 @@ pub(crate) struct Context {
     pub external_address: Option<std::net::IpAddr>,
     pub bind_timeout: Duration,
     pub udp_idle_timeout: Duration,
+    /// Which name of a client certificate is the user (`socks_method = "certificate"`).
+    pub certificate_user: crate::config::CertificateUser,
     pub telemetry: Telemetry,
     pub metrics: Arc<Metrics>,
     /// None when `[sessions] enabled = false`.

