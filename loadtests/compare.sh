@@ -11,6 +11,8 @@
 #                                           name "localhost"; prints the ratio domain / ipv4
 #   loadtests/compare.sh runtimes [ROUNDS]  shipped RustSocks on the shared work-stealing runtime
 #                                           vs per-core runtimes, order alternating by round
+#   loadtests/compare.sh tls [ROUNDS]       shipped RustSocks, SOCKS inside TLS vs plain SOCKS on
+#                                           the same process (server.plain_bind); needs openssl
 #   loadtests/compare.sh targets [ROUNDS]   targets inside the load generator vs standalone
 #                                           ones (`rustsocks-bench target`), for lean RustSocks
 #                                           and --direct: what the choice of target costs
@@ -29,7 +31,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-what=${1:?usage: loadtests/compare.sh peers|names|runtimes|targets|sessions|pool|acl [ROUNDS]}
+what=${1:?usage: loadtests/compare.sh peers|names|runtimes|tls|targets|sessions|pool|acl [ROUNDS]}
 rounds=${2:-3}
 work=$(mktemp -d)
 pids=()
@@ -268,6 +270,30 @@ case $what in
         with_target; p=$(start_shipped 21142 21143 'runtime = "per-core"'); pids+=("$p"); variants+=("per-core 21142 $p 21143 $tgt")
         scenarios=("latency --count 5000" "rate --concurrency 50 --count 20000" "rate --concurrency 200 --count 20000")
         ratio="per-core shared"
+        ;;
+    tls)
+        # One shipped process with a TLS listener and a plain one beside it
+        # (server.plain_bind): the same process answers both, so the ratio has no
+        # process-to-process difference in it. A throw-away P-256 CA and server
+        # certificate for localhost, made with openssl. The TLS handshake (a full
+        # one every session: the load generator keeps no session tickets) counts
+        # in each session's time.
+        command -v openssl >/dev/null || { echo "tls needs openssl (apt-get install openssl)" >&2; exit 1; }
+        pki="$work/pki"; mkdir -p "$pki"
+        (cd "$pki" &&
+            openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.pem \
+                -days 2 -subj "/CN=compare.sh CA" -addext "basicConstraints=critical,CA:TRUE" 2>/dev/null &&
+            openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr \
+                -subj "/CN=localhost" 2>/dev/null &&
+            printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >server.ext &&
+            openssl x509 -req -in server.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 2 \
+                -out server.pem -extfile server.ext 2>/dev/null)
+        tls_keys="plain_bind = \"127.0.0.1:21151\"\n[server.tls]\nenabled = true\ncertificate = \"$pki/server.pem\"\nprivate_key = \"$pki/server.key\""
+        p=$(start_shipped 21150 21152 "$tls_keys"); pids+=("$p")
+        with_target; variants+=("plain 21151 $p 21152 $tgt")
+        with_target; variants+=("tls 21150 $p 21152 $tgt --tls-ca $pki/ca.pem")
+        scenarios=("latency --count 5000" "rate --concurrency 50 --count 20000" "throughput --streams 1 --secs 3")
+        ratio="tls plain"
         ;;
     targets)
         # The same lean RustSocks process and --direct, each with the load

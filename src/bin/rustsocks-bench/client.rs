@@ -10,8 +10,15 @@ use rustsocks::protocol::socks5::{
     UserPassRequest,
 };
 use rustsocks::protocol::{Decode, Encode, TargetAddr};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context as TaskContext, Poll};
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 /// How a destination is written in the CONNECT request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -21,13 +28,80 @@ pub enum DestKind {
     Domain,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     /// None: connect straight to the target.
     pub proxy: Option<SocketAddr>,
     pub credentials: Option<(String, String)>,
     pub dest_kind: DestKind,
     pub timeout: Duration,
+    /// SOCKS inside TLS: the connector (trusting the proxy's CA) and the name the
+    /// proxy's certificate must carry.
+    pub tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+/// A tunnel: the socket to the proxy (or the target), or TLS over it.
+pub enum Tunnel {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Tunnel {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Tunnel {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, data),
+            Self::Tls(s) => Pin::new(s).poll_write(cx, data),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
+/// A TLS connector that trusts the CA certificates in the PEM file `ca`.
+pub fn tls_connector(ca: &std::path::Path) -> anyhow::Result<TlsConnector> {
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    for cert in
+        CertificateDer::pem_file_iter(ca).with_context(|| format!("reading {}", ca.display()))?
+    {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(tokio_rustls::rustls::crypto::ring::default_provider());
+    let config = tokio_rustls::rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(TlsConnector::from(Arc::new(config)))
 }
 
 impl Client {
@@ -41,13 +115,13 @@ impl Client {
     /// A connected tunnel to `target`, and the CONNECT-to-reply time (the TCP
     /// connect time when direct). Target bytes that arrived with the reply are
     /// dropped; only the source target sends unasked, and it counts them apart.
-    pub async fn open(&self, target: SocketAddr) -> anyhow::Result<(TcpStream, Duration)> {
+    pub async fn open(&self, target: SocketAddr) -> anyhow::Result<(Tunnel, Duration)> {
         tokio::time::timeout(self.timeout, self.open_inner(target))
             .await
             .context("timed out opening a tunnel")?
     }
 
-    async fn open_inner(&self, target: SocketAddr) -> anyhow::Result<(TcpStream, Duration)> {
+    async fn open_inner(&self, target: SocketAddr) -> anyhow::Result<(Tunnel, Duration)> {
         let Some(proxy) = self.proxy else {
             let t = Instant::now();
             let s = TcpStream::connect(target)
@@ -55,12 +129,21 @@ impl Client {
                 .context("connecting to the target")?;
             let elapsed = t.elapsed();
             s.set_nodelay(true)?;
-            return Ok((s, elapsed));
+            return Ok((Tunnel::Plain(s), elapsed));
         };
-        let mut s = TcpStream::connect(proxy)
+        let tcp = TcpStream::connect(proxy)
             .await
             .context("connecting to the proxy")?;
-        s.set_nodelay(true)?;
+        tcp.set_nodelay(true)?;
+        let mut s = match &self.tls {
+            None => Tunnel::Plain(tcp),
+            Some((connector, name)) => Tunnel::Tls(Box::new(
+                connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .context("TLS handshake with the proxy")?,
+            )),
+        };
         let method = if self.credentials.is_some() {
             Method::USER_PASS
         } else {
@@ -73,6 +156,7 @@ impl Client {
             .to_bytes(),
         )
         .await?;
+        s.flush().await?;
         let mut buf = Vec::with_capacity(64);
         let MethodSelection(chosen) = read_msg(&mut s, &mut buf).await?;
         if chosen != method {
@@ -84,6 +168,7 @@ impl Client {
                 password: password.clone().into_bytes(),
             };
             s.write_all(&req.to_bytes()).await?;
+            s.flush().await?;
             let reply: UserPassReply = read_msg(&mut s, &mut buf).await?;
             if !reply.success {
                 bail!("proxy refused the credentials");
@@ -96,6 +181,7 @@ impl Client {
         .to_bytes();
         let t = Instant::now();
         s.write_all(&request).await?;
+        s.flush().await?;
         let reply: Reply = read_msg(&mut s, &mut buf).await?;
         let elapsed = t.elapsed();
         if reply.code != ReplyCode::Succeeded {
@@ -107,7 +193,7 @@ impl Client {
 
 /// Reads one message. Bytes after it (a target that speaks first may follow the
 /// CONNECT reply at once) stay in `buf` for the caller.
-async fn read_msg<T: Decode>(s: &mut TcpStream, buf: &mut Vec<u8>) -> anyhow::Result<T> {
+async fn read_msg<T: Decode>(s: &mut Tunnel, buf: &mut Vec<u8>) -> anyhow::Result<T> {
     buf.clear();
     loop {
         if let Some((msg, used)) = T::decode(buf)? {

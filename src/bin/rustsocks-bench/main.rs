@@ -49,6 +49,13 @@ struct Cli {
     /// Bound on opening one tunnel.
     #[arg(long, default_value_t = 10_000, global = true)]
     timeout_ms: u64,
+    /// SOCKS inside TLS (a proxy with `[server.tls]`): trust the CA certificates in
+    /// this PEM file. The TLS handshake counts in the session time.
+    #[arg(long, value_name = "FILE", global = true)]
+    tls_ca: Option<std::path::PathBuf>,
+    /// The name the proxy's certificate must carry, with --tls-ca.
+    #[arg(long, default_value = "localhost", global = true)]
+    tls_name: String,
     #[command(subcommand)]
     scenario: Scenario,
 }
@@ -210,11 +217,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .context("starting the embedded targets")?
         }
     };
+    let tls = match &cli.tls_ca {
+        Some(ca) => {
+            let name = tokio_rustls::rustls::pki_types::ServerName::try_from(cli.tls_name.clone())
+                .context("--tls-name is not a DNS name or IP address")?;
+            Some((client::tls_connector(ca)?, name))
+        }
+        None => None,
+    };
     let client = Client {
         proxy: (!cli.direct).then_some(cli.proxy),
         credentials: cli.user.zip(cli.password),
         dest_kind: cli.dest,
         timeout: Duration::from_millis(cli.timeout_ms),
+        tls,
     };
     let (name, (mut result, lines)) = match cli.scenario {
         Scenario::Latency { count, max_secs } => (
@@ -289,6 +305,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     result["scenario"] = json!(name);
     result["label"] = json!(cli.label);
     result["proxy"] = json!(client.proxy.map(|p| p.to_string()));
+    result["tls"] = json!(client.tls.is_some());
     result["dest"] = json!(format!("{:?}", cli.dest).to_lowercase());
     report::emit(&result, &lines);
     Ok(())

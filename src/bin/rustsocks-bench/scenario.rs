@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::client::Client;
+use crate::client::{Client, Tunnel};
 use crate::report::{self, describe, histogram, record, summary, Progress};
 
 /// Bytes echoed per session: a small request and its answer.
@@ -21,6 +21,7 @@ async fn session(client: &Client, echo: SocketAddr) -> anyhow::Result<Duration> 
     let (mut s, connect) = client.open(echo).await?;
     let out = [0xA5u8; ECHO_BYTES];
     s.write_all(&out).await?;
+    s.flush().await?;
     let mut back = [0u8; ECHO_BYTES];
     tokio::time::timeout(client.timeout, s.read_exact(&mut back))
         .await
@@ -189,7 +190,7 @@ pub async fn throughput(
 /// Moves data until `until`; an operation that makes no progress for `stall` ends
 /// the run with an error instead of hanging it.
 async fn stream_for(
-    mut s: TcpStream,
+    mut s: Tunnel,
     direction: Direction,
     until: Instant,
     stall: Duration,
@@ -246,6 +247,7 @@ pub async fn idle(
         let (mut s, _) = client.open(echo).await?;
         // One echo, so the tunnel is fully relaying before it goes quiet.
         s.write_all(b"x").await?;
+        s.flush().await?;
         let mut b = [0u8; 1];
         tokio::time::timeout(client.timeout, s.read_exact(&mut b))
             .await
