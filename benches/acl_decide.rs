@@ -210,6 +210,7 @@ fn load(text: &str) -> AclRules {
 fn query() -> Query<'static> {
     Query {
         user: "alice",
+        groups: &[],
         client: IpAddr::from([172, 16, 0, 9]),
         command: AclCommand::Connect,
         port: 443,

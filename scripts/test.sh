@@ -7,13 +7,17 @@ cd "$(dirname "$0")/.."
 # Tools the integration tests call: curl (an independent SOCKS client), ip
 # (iproute2, to bring up loopback in a test's own network namespace) and python3
 # with PySocks (an independent UDP client); openssl (the TLS tests' throw-away PKI
-# and an independent TLS client); chromium and Node for the dashboard test.
+# and an independent TLS client); useradd and pam_unix (the PAM tests make a
+# throw-away system user; both are in every Debian install, checked anyway);
+# chromium and Node for the dashboard test.
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v ip >/dev/null 2>&1 || missing+=(iproute2)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v useradd >/dev/null 2>&1 || missing+=(passwd)
+ls /lib/*/security/pam_unix.so /usr/lib/*/security/pam_unix.so >/dev/null 2>&1 || missing+=(libpam-modules)
 if [ ${#missing[@]} -gt 0 ]; then
     echo "==> installing ${missing[*]}"
     $sudo apt-get update -qq

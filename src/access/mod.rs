@@ -7,11 +7,13 @@
 //! beyond addresses.
 
 pub mod acl;
+mod groups;
 mod guard;
 mod own;
 mod per_ip;
 
 pub use acl::{Access, AclControl, Check, Policy, Verdict};
+pub use groups::SystemGroups;
 pub use guard::private_range;
 pub use own::{HeldPort, OwnAddresses};
 pub use per_ip::{client_key, PerIpLimit, PerIpSlot};

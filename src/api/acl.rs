@@ -223,9 +223,12 @@ pub async fn test(
         }
     };
     let access = &state.inner.deps.acl.access;
+    let user = req.user.as_deref().unwrap_or("");
+    let groups = access.groups_of(user).await;
     let policy = access.policy();
     let q = Query {
-        user: req.user.as_deref().unwrap_or(""),
+        user,
+        groups: &groups,
         client,
         command,
         port: req.port,

@@ -7,6 +7,7 @@
 //! unknown user costs the same as a wrong password so that timing does not reveal
 //! which names exist.
 
+mod pam;
 mod password;
 mod throttle;
 
@@ -37,6 +38,15 @@ pub enum AuthError {
     Interrupted(#[source] tokio::task::JoinError),
     #[error("refused unchecked: {failures} recent failed logins from this address")]
     Throttled { failures: u32 },
+    /// The password was right; PAM's account checks refused (expired, locked).
+    #[error("account not usable: {0}")]
+    Account(String),
+    /// PAM could not decide (a module missing, a directory service unreachable).
+    #[error("PAM: {0}")]
+    Pam(String),
+    /// `socks_method = "pam"` on a system where libpam cannot be loaded.
+    #[error("auth.socks_method = \"pam\": {0}")]
+    PamUnavailable(String),
 }
 
 /// Where the authenticator reports held-back logins (absent in unit tests).
@@ -53,6 +63,8 @@ pub struct Authenticator {
 
 struct Inner {
     method: SocksMethod,
+    /// With `socks_method = "pam"`.
+    pam: Option<pam::Pam>,
     users: HashMap<Vec<u8>, Credential>,
     /// Verified against when the user is unknown, so that the answer takes as long as
     /// for a known user. Same kind as the configured credentials (hash if any is one).
@@ -83,6 +95,12 @@ impl Authenticator {
     /// passes `Config::login_backoff_limit`, which keeps it inside the handshake's
     /// deadline).
     pub fn new(config: &AuthConfig, backoff_limit: std::time::Duration) -> Result<Self, AuthError> {
+        let pam = match config.socks_method {
+            SocksMethod::Pam => {
+                Some(pam::Pam::load(&config.pam_service).map_err(AuthError::PamUnavailable)?)
+            }
+            _ => None,
+        };
         let mut users = HashMap::new();
         for user in &config.users {
             let credential = match (&user.password, &user.password_hash) {
@@ -118,6 +136,7 @@ impl Authenticator {
         Ok(Self {
             inner: Arc::new(Inner {
                 method: config.socks_method,
+                pam,
                 users,
                 decoy,
                 hash_slots: Arc::new(Semaphore::new(cpus)),
@@ -212,6 +231,9 @@ impl Authenticator {
             Some(failures) => Err(AuthError::Throttled { failures }),
             None => Ok(()),
         };
+        if self.inner.pam.is_some() {
+            return self.check_pam(username, password, suspect, stopped).await;
+        }
         let known = self.inner.users.contains_key(username);
         let credential = self.inner.users.get(username).unwrap_or(&self.inner.decoy);
         let matches = if credential.is_hashed() {
@@ -253,6 +275,53 @@ impl Authenticator {
             (true, false) => Err(AuthError::WrongPassword),
             (false, _) => Err(AuthError::UnknownUser),
         }
+    }
+}
+
+impl Authenticator {
+    /// The PAM check, on the blocking pool under the same bounds as a hash check:
+    /// a module may take long (a directory server, a failure delay), and a guesser
+    /// must not be able to take every blocking thread.
+    async fn check_pam(
+        &self,
+        username: &[u8],
+        password: &[u8],
+        suspect: bool,
+        stopped: impl Fn() -> Result<(), AuthError>,
+    ) -> Result<(), AuthError> {
+        let suspect_slot = match suspect {
+            true => Some(
+                Arc::clone(&self.inner.suspect_slots)
+                    .acquire_owned()
+                    .await
+                    .expect("the semaphore is never closed"),
+            ),
+            false => None,
+        };
+        let slot = Arc::clone(&self.inner.hash_slots)
+            .acquire_owned()
+            .await
+            .expect("the semaphore is never closed");
+        stopped()?;
+        let inner = Arc::clone(&self.inner);
+        let (username, password) = (username.to_vec(), password.to_vec());
+        let result = tokio::task::spawn_blocking(move || {
+            let result = match &inner.pam {
+                Some(pam) => pam.check(&username, &password),
+                None => Err(pam::PamDenied::Error("PAM is not loaded".into())),
+            };
+            drop(slot);
+            drop(suspect_slot);
+            result
+        })
+        .await
+        .map_err(AuthError::Interrupted)?;
+        result.map_err(|denied| match denied {
+            pam::PamDenied::UnknownUser => AuthError::UnknownUser,
+            pam::PamDenied::WrongPassword => AuthError::WrongPassword,
+            pam::PamDenied::Account(words) => AuthError::Account(words),
+            pam::PamDenied::Error(words) => AuthError::Pam(words),
+        })
     }
 }
 

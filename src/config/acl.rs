@@ -26,6 +26,10 @@ pub struct AclConfig {
     pub block_private_destinations: Option<bool>,
     /// More `[[acl.groups]]` and `[[acl.rules]]`, in a file of their own.
     pub file: Option<PathBuf>,
+    /// A group a rule names may also be one of the user's groups on this system
+    /// (`getgrouplist`: /etc/group, or LDAP and Active Directory through SSSD);
+    /// a name no `[[acl.groups]]` defines is then a system group, not an error.
+    pub system_groups: bool,
     pub groups: Vec<GroupEntry>,
     pub rules: Vec<RuleEntry>,
 }
@@ -36,6 +40,7 @@ impl Default for AclConfig {
             default_policy: "allow".into(),
             block_private_destinations: None,
             file: None,
+            system_groups: false,
             groups: Vec::new(),
             rules: Vec::new(),
         }
@@ -212,6 +217,8 @@ pub struct AclRules {
     /// `acl.block_private_destinations` as written (unset: the listener decides).
     pub block_private_destinations: Option<bool>,
     pub file: Option<PathBuf>,
+    /// `acl.system_groups`: the groups rules name are also looked up on the system.
+    pub system_groups: bool,
     pub groups: HashMap<String, Vec<String>>,
     pub rules: Vec<Rule>,
 }
@@ -261,13 +268,16 @@ impl AclConfig {
         }
         let rules: Vec<Rule> = entries
             .into_iter()
-            .filter_map(|(origin, entry)| parse_rule(origin, entry, &groups, &mut problems))
+            .filter_map(|(origin, entry)| {
+                parse_rule(origin, entry, &groups, self.system_groups, &mut problems)
+            })
             .collect();
         match problems.is_empty() {
             true => Ok(AclRules {
                 default_policy,
                 block_private_destinations: self.block_private_destinations,
                 file: self.file.clone(),
+                system_groups: self.system_groups,
                 groups,
                 rules,
             }),
@@ -370,6 +380,7 @@ fn parse_rule(
     origin: String,
     e: &RuleEntry,
     groups: &HashMap<String, Vec<String>>,
+    system_groups: bool,
     problems: &mut Vec<Problem>,
 ) -> Option<Rule> {
     let before = problems.len();
@@ -383,18 +394,17 @@ fn parse_rule(
             false => Ok(u.clone()),
         }
     });
-    let group_names = list(
-        &key("groups"),
-        &e.groups,
-        problems,
-        |g: &String| match groups.contains_key(g) {
+    let group_names = list(&key("groups"), &e.groups, problems, |g: &String| {
+        match groups.contains_key(g) || (system_groups && !g.is_empty()) {
             true => Ok(g.clone()),
             false => Err((
                 format!("\"{g}\""),
-                "the name of a group in [[acl.groups]]".into(),
+                "the name of a group in [[acl.groups]] (or of a system group, with \
+                 acl.system_groups = true)"
+                    .into(),
             )),
-        },
-    );
+        }
+    });
     let clients = list(&key("clients"), &e.clients, problems, |c: &String| {
         parse_net(c).map_err(|why| (format!("\"{c}\""), why))
     });

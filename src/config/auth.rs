@@ -19,6 +19,8 @@ pub struct AuthConfig {
     /// With `socks_method = "certificate"`: which name of the client certificate
     /// is the user.
     pub certificate_user: CertificateUser,
+    /// With `socks_method = "pam"`: the PAM service (`/etc/pam.d/NAME`).
+    pub pam_service: String,
 }
 
 impl Default for AuthConfig {
@@ -30,6 +32,7 @@ impl Default for AuthConfig {
             login_backoff_ms: 250,
             login_backoff_max_ms: 5_000,
             certificate_user: CertificateUser::SubjectCn,
+            pam_service: "rustsocks".into(),
         }
     }
 }
@@ -57,6 +60,9 @@ pub enum SocksMethod {
     /// (`certificate_user`); SOCKS5 clients offer method 0x00, SOCKS4 clients are
     /// accepted. Needs `[server.tls]` with required client certificates.
     Certificate,
+    /// RFC 1929 username/password (method 0x02) checked by PAM (`pam_service`),
+    /// account checks included. SOCKS4 is refused.
+    Pam,
 }
 
 /// `auth.certificate_user`: the name of a client certificate that is the user.

@@ -43,6 +43,8 @@ pub(super) struct Request<'a> {
     pub client: ClientStream,
     pub peer: SocketAddr,
     pub req: Negotiated,
+    /// The user's system groups, for the access rules (`acl.system_groups`).
+    pub groups: Arc<[Box<str>]>,
     pub ctx: &'a Context,
     /// Cancelled when the shutdown grace ends.
     pub cancel: &'a CancellationToken,
@@ -61,7 +63,7 @@ impl Request<'_> {
     pub fn check(&self, command: AclCommand) -> Check<'_> {
         self.ctx
             .access
-            .check(self.acl_user(), self.peer.ip(), command)
+            .check(self.acl_user(), &self.groups, self.peer.ip(), command)
     }
 
     /// The user the access rules see: the authenticated one, or "" (a SOCKS4 user
@@ -182,10 +184,19 @@ async fn run(
         Ok(Err(e)) => return Outcome::of_handshake(ConnError::Handshake(e), peer),
         Err(_) => return Outcome::of_handshake(ConnError::HandshakeTimeout, peer),
     };
+    let groups = match req.authenticated {
+        true => {
+            ctx.access
+                .groups_of(req.user.as_deref().unwrap_or(""))
+                .await
+        }
+        false => Arc::from(Vec::new()),
+    };
     let r = Request {
         client,
         peer,
         req,
+        groups,
         ctx,
         cancel,
     };

@@ -159,7 +159,7 @@ async fn socks5_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     };
     let method = match auth.method() {
         SocksMethod::None | SocksMethod::Certificate => Method::NO_AUTH,
-        SocksMethod::Userpass => Method::USER_PASS,
+        SocksMethod::Userpass | SocksMethod::Pam => Method::USER_PASS,
     };
     // With the certificate method, a client whose certificate names no user has
     // no method it could use.
@@ -236,7 +236,8 @@ async fn socks4_handshake<S: AsyncRead + AsyncWrite + Unpin>(
     // SOCKS4 carries no password; accepting it would bypass authentication. With
     // the certificate method it is the certificate that must name the user.
     let unnamed = auth.method() == SocksMethod::Certificate && certified.is_none();
-    if auth.method() == SocksMethod::Userpass || unnamed {
+    let password = matches!(auth.method(), SocksMethod::Userpass | SocksMethod::Pam);
+    if password || unnamed {
         conn.send(&rejected).await?;
         return Err(HandshakeError::Socks4NeedsAuth);
     }

@@ -93,6 +93,7 @@ pub(super) async fn associate(r: Request<'_>) -> Outcome {
         metrics: &ctx.metrics,
         telemetry: &ctx.telemetry,
         user: r.acl_user(),
+        groups: &r.groups,
     };
     let terminate = session
         .as_ref()
@@ -136,6 +137,7 @@ struct Association<'a> {
     metrics: &'a Metrics,
     telemetry: &'a Telemetry,
     user: &'a str,
+    groups: &'a [Box<str>],
 }
 
 async fn recv(socket: &Option<UdpSocket>, buf: &mut [u8]) -> std::io::Result<(usize, SocketAddr)> {
@@ -352,7 +354,7 @@ impl<'a> Association<'a> {
     /// does not hold on to old rule sets).
     fn check(&self) -> Check<'a> {
         self.access
-            .check(self.user, self.client_ip, AclCommand::Udp)
+            .check(self.user, self.groups, self.client_ip, AclCommand::Udp)
     }
 
     /// Whether a rule blocks the name `dest` whatever it resolves to.

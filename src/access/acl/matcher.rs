@@ -25,6 +25,8 @@ use crate::config::{mask4, mask6, AclCommand, AclRules, Action, Destination, Net
 pub struct Query<'a> {
     /// The authenticated user; empty without authentication.
     pub user: &'a str,
+    /// The user's groups on the system (with `acl.system_groups`; else empty).
+    pub groups: &'a [Box<str>],
     pub client: IpAddr,
     pub command: AclCommand,
     pub port: u16,
@@ -51,6 +53,9 @@ struct Conditions {
     action: Action,
     /// The users named and the members of the groups named; None = everyone.
     users: Option<HashSet<Box<str>>>,
+    /// With `acl.system_groups`: the groups named, matched against the user's
+    /// system groups (a user matches by either set).
+    groups: Option<HashSet<Box<str>>>,
     clients: Option<Clients>,
     ports: Option<Vec<PortRange>>,
     /// Bit per `AclCommand`.
@@ -72,7 +77,13 @@ impl Conditions {
                 .ports
                 .as_ref()
                 .is_none_or(|p| p.iter().any(|r| r.first <= q.port && q.port <= r.last))
-            && self.users.as_ref().is_none_or(|u| u.contains(q.user))
+            && self.users.as_ref().is_none_or(|u| {
+                u.contains(q.user)
+                    || self
+                        .groups
+                        .as_ref()
+                        .is_some_and(|g| q.groups.iter().any(|n| g.contains(n)))
+            })
             && self.clients.as_ref().is_none_or(|c| c.contains(q.client))
     }
 }
@@ -232,6 +243,8 @@ pub struct RuleSet {
     below: HashMap<Box<str>, Vec<u32>>,
     /// Rules for every destination that name users (and groups), by user.
     any_by_user: HashMap<Box<str>, Vec<u32>>,
+    /// The same rules by the system group they name (`acl.system_groups`).
+    any_by_group: HashMap<Box<str>, Vec<u32>>,
     /// Rules for every destination that name no user.
     any: Vec<u32>,
     /// Bit n: some wildcard key has n labels (a name has at most 127).
@@ -255,12 +268,22 @@ impl RuleSet {
                 let set = users.get_or_insert_default();
                 set.extend(members.map(|m| Box::<str>::from(m.as_str())));
             }
-            // A rule for every destination is found by the user it names.
+            let groups: Option<HashSet<Box<str>>> = match acl.system_groups {
+                true => rule
+                    .groups
+                    .as_ref()
+                    .map(|g| g.iter().map(|n| Box::<str>::from(n.as_str())).collect()),
+                false => None,
+            };
+            // A rule for every destination is found by the user (or system group)
+            // it names.
             let any_users: Option<Vec<Box<str>>> =
                 users.as_ref().map(|u| u.iter().cloned().collect());
+            let any_groups: Vec<Box<str>> = groups.iter().flatten().cloned().collect();
             set.conditions.push(Conditions {
                 action: rule.action,
                 users,
+                groups,
                 clients: rule.clients.as_deref().map(Clients::new),
                 ports: rule.ports.clone(),
                 commands: rule
@@ -278,6 +301,9 @@ impl RuleSet {
                     Some(users) => {
                         for user in users {
                             set.any_by_user.entry(user).or_default().push(i);
+                        }
+                        for group in any_groups {
+                            set.any_by_group.entry(group).or_default().push(i);
                         }
                     }
                 }
@@ -317,7 +343,12 @@ impl RuleSet {
         // Rules for every destination: once, whatever the destination.
         let mut allow = None;
         let for_user = self.any_by_user.get(q.user).into_iter().flatten();
-        for &r in self.any.iter().chain(for_user) {
+        let for_groups = q
+            .groups
+            .iter()
+            .filter_map(|g| self.any_by_group.get(g))
+            .flatten();
+        for &r in self.any.iter().chain(for_user).chain(for_groups) {
             self.visit(q, r, &mut block, &mut allow);
         }
         if let Some(name) = name {

@@ -25,6 +25,7 @@ pub use reload::{recheck_sessions, AclControl, ReloadError, Reloaded};
 
 use super::guard::private_range;
 use super::own::OwnAddresses;
+use super::SystemGroups;
 use crate::config::{is_host_name, normalise_name, AclCommand, AclConfig, AclRules, Action};
 use crate::connector::{DestinationCheck, Refusal};
 use crate::metrics::Metrics;
@@ -232,6 +233,8 @@ pub struct Access {
     decisions: Decisions,
     /// One reload at a time (a signal, a file change and the API can coincide).
     reloading: Mutex<()>,
+    /// Users' system groups (`acl.system_groups`), cached.
+    system_groups: Arc<SystemGroups>,
 }
 
 impl Access {
@@ -251,6 +254,24 @@ impl Access {
             started_with: config.clone(),
             decisions: Decisions::new(metrics),
             reloading: Mutex::new(()),
+            system_groups: Arc::default(),
+        }
+    }
+
+    /// `user`'s system groups when the rules in force use them
+    /// (`acl.system_groups`), else none; off the async workers on a cache miss.
+    pub async fn groups_of(&self, user: &str) -> Arc<[Box<str>]> {
+        match self.live.load().acl.system_groups && !user.is_empty() {
+            true => self.system_groups.lookup(user).await,
+            false => Arc::from(Vec::new()),
+        }
+    }
+
+    /// `groups_of`, blocking (for a reload, which runs on the blocking pool).
+    pub fn groups_of_blocking(&self, user: &str) -> Arc<[Box<str>]> {
+        match self.live.load().acl.system_groups && !user.is_empty() {
+            true => self.system_groups.lookup_blocking(user),
+            false => Arc::from(Vec::new()),
         }
     }
 
@@ -270,11 +291,18 @@ impl Access {
 
     /// The check for one request; it decides with the rules in force now for the
     /// whole request.
-    pub fn check<'a>(&'a self, user: &'a str, client: IpAddr, command: AclCommand) -> Check<'a> {
+    pub fn check<'a>(
+        &'a self,
+        user: &'a str,
+        groups: &'a [Box<str>],
+        client: IpAddr,
+        command: AclCommand,
+    ) -> Check<'a> {
         Check {
             access: self,
             policy: self.policy(),
             user,
+            groups,
             client,
             command,
         }
@@ -299,6 +327,7 @@ pub struct Check<'a> {
     access: &'a Access,
     policy: Arc<Policy>,
     user: &'a str,
+    groups: &'a [Box<str>],
     client: IpAddr,
     command: AclCommand,
 }
@@ -316,12 +345,14 @@ impl<'a> Check<'a> {
 
     /// The same check with the rules in force now.
     pub fn renewed(&self) -> Check<'a> {
-        self.access.check(self.user, self.client, self.command)
+        self.access
+            .check(self.user, self.groups, self.client, self.command)
     }
 
     fn query(&self, port: u16) -> Query<'_> {
         Query {
             user: self.user,
+            groups: self.groups,
             client: self.client,
             command: self.command,
             port,

@@ -164,8 +164,10 @@ pub fn recheck_sessions(access: &Access, sessions: &Sessions) -> usize {
             "socks4" => "",
             _ => r.user.as_deref().unwrap_or(""),
         };
+        let groups = access.groups_of_blocking(user);
         let q = Query {
             user,
+            groups: &groups,
             client: client.ip(),
             command,
             port: dest.port(),

@@ -82,6 +82,7 @@ fn judge(p: &Policy, own: &OwnAddresses, row: &Row) -> Verdict {
     }
     let q = Query {
         user: row.user,
+        groups: &[],
         client: row.client.parse().unwrap(),
         command: row.command,
         port: dest.port(),
@@ -443,6 +444,7 @@ fn many_rules_decide_through_the_indexes() {
     let own = OwnAddresses::default();
     let q = Query {
         user: "",
+        groups: &[],
         client: "198.51.100.7".parse().unwrap(),
         command: Connect,
         port: 80,
@@ -558,7 +560,8 @@ mod against_a_linear_scan {
         (
             any::<bool>(),
             subset(&["alice", "bob"]),
-            proptest::option::of(Just(vec!["staff".to_owned()])),
+            // "staff" is configured; "ops" exists only on the system.
+            subset(&["staff", "ops"]),
             // Up to 12 entries: more than 8 are bisected, not scanned.
             proptest::option::of(proptest::collection::vec(pick(CLIENT_NETS), 1..13)),
             subset(DESTS),
@@ -570,7 +573,7 @@ mod against_a_linear_scan {
                     origin: String::new(),
                     action: if block { Action::Block } else { Action::Allow },
                     users: users.map(|u| u.into_iter().map(str::to_owned).collect()),
-                    groups,
+                    groups: groups.map(|g| g.into_iter().map(str::to_owned).collect()),
                     clients: clients.map(|c| c.iter().map(|c| parse_net(c).unwrap()).collect()),
                     destinations: dests
                         .map(|d| d.iter().map(|d| parse_destination(d).unwrap()).collect()),
@@ -592,11 +595,17 @@ mod against_a_linear_scan {
                 .groups
                 .iter()
                 .flatten()
-                .flat_map(|g| acl.groups[g].iter())
+                .flat_map(|g| acl.groups.get(g).into_iter().flatten())
                 .collect();
+            let in_system_group = acl.system_groups
+                && r.groups
+                    .iter()
+                    .flatten()
+                    .any(|g| q.groups.iter().any(|n| **n == **g));
             let user_ok = (r.users.is_none() && r.groups.is_none())
                 || r.users.iter().flatten().any(|u| u == q.user)
-                || members.iter().any(|m| *m == q.user);
+                || members.iter().any(|m| *m == q.user)
+                || in_system_group;
             user_ok
                 && r.clients
                     .as_ref()
@@ -668,6 +677,8 @@ mod against_a_linear_scan {
             rules in proptest::collection::vec(rule(), 0..12),
             default_block in any::<bool>(),
             user in pick(USERS),
+            user_groups in subset(&["staff", "ops"]),
+            system_groups in any::<bool>(),
             client in pick(CLIENTS),
             command in pick(COMMANDS),
             port in pick(PORTS),
@@ -678,15 +689,24 @@ mod against_a_linear_scan {
                 default_policy: if default_block { Action::Block } else { Action::Allow },
                 groups: HashMap::from([("staff".to_owned(), vec!["alice".to_owned()])]),
                 rules,
+                system_groups,
                 ..AclRules::default()
             };
+            let user_groups: Vec<Box<str>> =
+                user_groups.unwrap_or_default().into_iter().map(Box::from).collect();
             // An address destination is its one address.
             let addrs: Vec<IpAddr> = match name {
                 Some(_) => addrs.iter().map(|a| a.parse().unwrap()).collect(),
                 None => vec![addrs.first().copied().unwrap_or("8.8.8.8").parse().unwrap()],
             };
             let sockets: Vec<SocketAddr> = addrs.iter().map(|&ip| SocketAddr::new(ip, port)).collect();
-            let q = Query { user, client: client.parse().unwrap(), command, port };
+            let q = Query {
+                user,
+                groups: &user_groups,
+                client: client.parse().unwrap(),
+                command,
+                port,
+            };
             let set = RuleSet::new(&acl);
             prop_assert_eq!(set.decide(&q, name, &sockets), reference(&acl, &q, name, &addrs));
         }
