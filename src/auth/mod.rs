@@ -237,19 +237,7 @@ impl Authenticator {
         let known = self.inner.users.contains_key(username);
         let credential = self.inner.users.get(username).unwrap_or(&self.inner.decoy);
         let matches = if credential.is_hashed() {
-            let suspect_slot = match suspect {
-                true => Some(
-                    Arc::clone(&self.inner.suspect_slots)
-                        .acquire_owned()
-                        .await
-                        .expect("the semaphore is never closed"),
-                ),
-                false => None,
-            };
-            let slot = Arc::clone(&self.inner.hash_slots)
-                .acquire_owned()
-                .await
-                .expect("the semaphore is never closed");
+            let (slot, suspect_slot) = self.slots(suspect).await;
             stopped()?;
             let inner = Arc::clone(&self.inner);
             let (username, password) = (username.to_vec(), password.to_vec());
@@ -279,16 +267,16 @@ impl Authenticator {
 }
 
 impl Authenticator {
-    /// The PAM check, on the blocking pool under the same bounds as a hash check:
-    /// a module may take long (a directory server, a failure delay), and a guesser
-    /// must not be able to take every blocking thread.
-    async fn check_pam(
+    /// A place among the checks that may run at once (one per CPU), and for a
+    /// `suspect` address (one with recent failures) also among the fewer its kind
+    /// may take, so that guessers cannot keep everyone else's logins waiting.
+    async fn slots(
         &self,
-        username: &[u8],
-        password: &[u8],
         suspect: bool,
-        stopped: impl Fn() -> Result<(), AuthError>,
-    ) -> Result<(), AuthError> {
+    ) -> (
+        tokio::sync::OwnedSemaphorePermit,
+        Option<tokio::sync::OwnedSemaphorePermit>,
+    ) {
         let suspect_slot = match suspect {
             true => Some(
                 Arc::clone(&self.inner.suspect_slots)
@@ -302,6 +290,20 @@ impl Authenticator {
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
+        (slot, suspect_slot)
+    }
+
+    /// The PAM check, on the blocking pool under the same bounds as a hash check:
+    /// a module may take long (a directory server, a failure delay), and a guesser
+    /// must not be able to take every blocking thread.
+    async fn check_pam(
+        &self,
+        username: &[u8],
+        password: &[u8],
+        suspect: bool,
+        stopped: impl Fn() -> Result<(), AuthError>,
+    ) -> Result<(), AuthError> {
+        let (slot, suspect_slot) = self.slots(suspect).await;
         stopped()?;
         let inner = Arc::clone(&self.inner);
         let (username, password) = (username.to_vec(), password.to_vec());
